@@ -1,0 +1,51 @@
+"""The ``lensgen`` Typer application.
+
+Each command lives in its own module under ``lensgen/cli`` and only parses
+arguments before calling one workflow function. Only working commands are
+registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from lensgen import __version__
+from lensgen.cli.common import handle_errors
+
+app = typer.Typer(
+    name="lensgen",
+    help="Strong gravitational lensing with machine-learned galaxy source models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lensgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Strong gravitational lensing with machine-learned galaxy source models."""
+
+
+def _register() -> None:
+    # Imported here so `lensgen --help` stays fast: each module imports JAX lazily.
+    from lensgen.cli import simulate
+
+    app.command("simulate")(handle_errors(simulate.simulate))
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

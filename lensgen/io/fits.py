@@ -1,0 +1,250 @@
+"""Observation files: FITS images with WCS, instrument settings and provenance.
+
+Layout (DESIGN.md, "Conventions"):
+
+* primary HDU: observed image (counts/s per pixel, ``BUNIT = 'electron/s'``) with a
+  celestial TAN WCS whose reference pixel is the image centre and whose pixel scale
+  is ``|CDELT|`` (degrees; ``PIXSCALE`` repeats it in arcsec). ``CDELT1 < 0``: RA
+  grows to the left, as on the sky, so lensgen's x axis (FITS axis 1) points
+  west: x = −ΔRA·cos(Dec), y = ΔDec. ``EXPTIME`` (s), ``BKGRMS`` (counts/s),
+  ``SUPERSMP``; for simulations ``SEED``, ``LGVERS`` and truths as
+  ``HIERARCH TRUTH <group>.<index>.<name>`` plus the component names as
+  ``HIERARCH SCENE <group>.<index>``.
+* extensions ``PSF`` (unit-sum kernel), ``NOISE`` (σ per pixel, counts/s) and, for
+  simulations, ``MODEL`` (noiseless image) and ``SOURCE`` (the unlensed source on a
+  source-plane grid; its ``PIXSCALE`` gives that grid's scale).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from lensgen import __version__
+from lensgen.errors import LensgenError
+from lensgen.io.atomic import atomic_path
+
+_GROUPS = ("lens", "source", "lens_light")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """An observed (or simulated) lens image with everything a likelihood needs.
+
+    Attributes
+    ----------
+    image : (ny, nx) counts/s per pixel.
+    pixel_scale : arcsec per pixel.
+    psf : unit-sum PSF kernel or None.
+    noise_map : (ny, nx) σ per pixel in counts/s, or None.
+    exptime : exposure time in seconds, or None.
+    background_rms : Gaussian background σ in counts/s, or None.
+    supersample : supersampling factor used to render it (1 for real data).
+    model, source : noiseless image and true source (simulations only).
+    source_pixel_scale : arcsec per pixel of ``source``.
+    truth : flat truth parameters ``{"lens.0.theta_E": 2.3, ...}``.
+    scene : component names ``{"lens": ["SIS"], "source": [...], "lens_light": []}``.
+    extra : further image extensions by name (for example ``LATENT``).
+    """
+
+    image: np.ndarray
+    pixel_scale: float
+    psf: np.ndarray | None = None
+    noise_map: np.ndarray | None = None
+    exptime: float | None = None
+    background_rms: float | None = None
+    supersample: int = 1
+    model: np.ndarray | None = None
+    source: np.ndarray | None = None
+    source_pixel_scale: float | None = None
+    truth: dict[str, float] = field(default_factory=dict)
+    scene: dict[str, list[str]] | None = None
+    seed: int | None = None
+    header: fits.Header | None = None
+    path: Path | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape  # type: ignore[return-value]
+
+
+def celestial_wcs(
+    shape: tuple[int, int], pixel_scale: float, ra: float = 0.0, dec: float = 0.0
+) -> WCS:
+    """TAN WCS with the reference pixel at the image centre (1-based FITS pixels)."""
+    ny, nx = shape
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.cunit = ["deg", "deg"]
+    w.wcs.crpix = [(nx + 1) / 2.0, (ny + 1) / 2.0]
+    w.wcs.crval = [ra, dec]
+    w.wcs.cdelt = [-pixel_scale / 3600.0, pixel_scale / 3600.0]
+    return w
+
+
+def _image_hdu(data: np.ndarray, name: str, **cards: Any) -> fits.ImageHDU:
+    hdu = fits.ImageHDU(
+        np.asarray(data, dtype=np.float64 if data.dtype == np.float64 else np.float32), name=name
+    )
+    for k, v in cards.items():
+        hdu.header[k] = v
+    return hdu
+
+
+def write_observation(
+    path: str | Path, obs: Observation, overwrite: bool = False, ra: float = 0.0, dec: float = 0.0
+) -> Path:
+    """Write ``obs`` to ``path`` atomically (see the module docstring for the layout)."""
+    header = celestial_wcs(obs.shape, obs.pixel_scale, ra, dec).to_header()
+    header["BUNIT"] = ("electron/s", "counts per second per pixel")
+    header["PIXSCALE"] = (float(obs.pixel_scale), "arcsec / pixel")
+    if obs.exptime is not None:
+        header["EXPTIME"] = (float(obs.exptime), "exposure time [s]")
+    if obs.background_rms is not None:
+        header["BKGRMS"] = (float(obs.background_rms), "Gaussian background rms [counts/s]")
+    header["SUPERSMP"] = (int(obs.supersample), "supersampling factor of the model")
+    header["NOISE"] = (_noise_label(obs), "noise model")
+    if obs.seed is not None:
+        header["SEED"] = (int(obs.seed), "random seed of the simulation")
+    header["LGVERS"] = (__version__, "lensgen version")
+    if obs.scene:
+        for group, names in obs.scene.items():
+            for i, name in enumerate(names):
+                header[f"HIERARCH SCENE {group}.{i}"] = name
+    for key, value in obs.truth.items():
+        header[f"HIERARCH TRUTH {key}"] = float(value)
+    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [
+        fits.PrimaryHDU(np.asarray(obs.image, dtype=np.float32), header=header)
+    ]
+    if obs.psf is not None:
+        hdus.append(_image_hdu(obs.psf, "PSF", PIXSCALE=float(obs.pixel_scale)))
+    if obs.noise_map is not None:
+        hdus.append(_image_hdu(obs.noise_map, "NOISE", BUNIT="electron/s"))
+    if obs.model is not None:
+        hdus.append(_image_hdu(obs.model, "MODEL", BUNIT="electron/s"))
+    if obs.source is not None:
+        scale = obs.source_pixel_scale or obs.pixel_scale
+        hdus.append(
+            _image_hdu(obs.source, "SOURCE", PIXSCALE=float(scale), BUNIT="electron/s/arcsec2")
+        )
+    for name, data in obs.extra.items():
+        hdus.append(_image_hdu(np.asarray(data), name))
+    for name, table in obs.tables.items():
+        hdus.append(fits.table_to_hdu(table) if not isinstance(table, fits.BinTableHDU) else table)
+        hdus[-1].name = name
+    with atomic_path(path, overwrite) as tmp:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    return Path(path)
+
+
+def _noise_label(obs: Observation) -> str:
+    parts = []
+    if obs.exptime is not None:
+        parts.append("poisson")
+    if obs.background_rms:
+        parts.append("gaussian")
+    return "+".join(parts) if parts else "none"
+
+
+def _pixel_scale_from_header(header: fits.Header, path: Path) -> float:
+    if "PIXSCALE" in header:
+        return float(header["PIXSCALE"])
+    if "CDELT1" in header and "CDELT2" in header:
+        sx, sy = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
+        if not math.isclose(sx, sy, rel_tol=1e-6):
+            raise LensgenError(
+                f"{path}: non-square pixels (CDELT1={sx}, CDELT2={sy}) cannot be modelled"
+            )
+        return sx * 3600.0
+    if "CD1_1" in header:
+        w = WCS(header).celestial
+        scales = np.sqrt((w.pixel_scale_matrix**2).sum(axis=0)) * 3600.0
+        if not math.isclose(scales[0], scales[1], rel_tol=1e-6):
+            raise LensgenError(f"{path}: non-square pixels cannot be modelled")
+        return float(scales[0])
+    raise LensgenError(
+        f"{path}: no pixel scale in the primary header; add PIXSCALE (arcsec/pixel) or a "
+        "celestial WCS (CDELT1/CDELT2), e.g. with astropy.io.fits.setval"
+    )
+
+
+def read_observation(path: str | Path) -> Observation:
+    """Read an observation file; errors name the file and the missing keyword."""
+    path = Path(path)
+    if not path.is_file():
+        raise LensgenError(f"observation file not found: {path}")
+    try:
+        hdul = fits.open(path, memmap=False)
+    except (OSError, ValueError) as exc:
+        raise LensgenError(f"{path}: not a readable FITS file: {exc}") from None
+    with hdul:
+        primary = hdul[0]
+        if primary.data is None or primary.data.ndim != 2:
+            raise LensgenError(f"{path}: the primary HDU must hold a 2-D image")
+        header = primary.header.copy()
+        pixel_scale = _pixel_scale_from_header(header, path)
+        if not pixel_scale > 0:
+            raise LensgenError(f"{path}: pixel scale must be > 0, got {pixel_scale}")
+        names = [h.name for h in hdul]
+
+        def ext(name: str) -> np.ndarray | None:
+            return np.asarray(hdul[name].data, dtype=np.float64) if name in names else None
+
+        truth: dict[str, float] = {}
+        scene: dict[str, list[str]] = {}
+        for key, value in header.items():
+            if key.startswith("TRUTH "):
+                truth[key[6:]] = float(value)
+            elif key.startswith("SCENE "):
+                group, index = key[6:].rsplit(".", 1)
+                scene.setdefault(group, []).insert(int(index), str(value))
+        source_scale = None
+        if "SOURCE" in names:
+            source_scale = float(hdul["SOURCE"].header.get("PIXSCALE", pixel_scale))
+        known = {"PRIMARY", "PSF", "NOISE", "MODEL", "SOURCE"}
+        extra = {
+            h.name: np.asarray(h.data)
+            for h in hdul[1:]
+            if h.name not in known and isinstance(h, fits.ImageHDU) and h.data is not None
+        }
+        tables = {h.name: h.copy() for h in hdul[1:] if isinstance(h, fits.BinTableHDU)}
+        psf = ext("PSF")
+        if psf is not None:
+            if psf.ndim != 2 or not np.all(np.isfinite(psf)) or psf.sum() <= 0:
+                raise LensgenError(
+                    f"{path}: PSF extension must be a finite 2-D kernel with positive sum"
+                )
+            psf = psf / psf.sum()
+        image = np.asarray(primary.data, dtype=np.float64)
+        noise_map = ext("NOISE")
+        if noise_map is not None and noise_map.shape != image.shape:
+            raise LensgenError(
+                f"{path}: NOISE shape {noise_map.shape} differs from image {image.shape}"
+            )
+        return Observation(
+            image=image,
+            pixel_scale=pixel_scale,
+            psf=psf,
+            noise_map=noise_map,
+            exptime=float(header["EXPTIME"]) if "EXPTIME" in header else None,
+            background_rms=float(header["BKGRMS"]) if "BKGRMS" in header else None,
+            supersample=int(header.get("SUPERSMP", 1)),
+            model=ext("MODEL"),
+            source=ext("SOURCE"),
+            source_pixel_scale=source_scale,
+            truth=truth,
+            scene={g: scene.get(g, []) for g in _GROUPS} if scene else None,
+            seed=int(header["SEED"]) if "SEED" in header else None,
+            header=header,
+            path=path,
+            extra=extra,
+            tables=tables,
+        )
