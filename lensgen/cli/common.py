@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,7 +36,9 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
         except LensgenError as exc:
             err_console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(code=1) from None
@@ -44,6 +47,13 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    # Warnings raised by lensgen reach users as one line, without a source path.
+    err_console.print(f"[yellow]warning:[/] {message}")
 
 
 def progress(transient: bool = False) -> Progress:

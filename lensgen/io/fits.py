@@ -248,3 +248,51 @@ def read_observation(path: str | Path) -> Observation:
             extra=extra,
             tables=tables,
         )
+
+
+def write_batch(
+    path: str | Path,
+    images: np.ndarray,
+    models: np.ndarray,
+    psf: np.ndarray | None,
+    params: dict[str, np.ndarray],
+    latents: np.ndarray | None,
+    pixel_scale: float,
+    seed: int,
+    cards: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write a batch of simulated lenses: an (n, ny, nx) cube and a parameter table.
+
+    Primary HDU: the noisy cube (counts/s per pixel) with the celestial WCS of one
+    image (axis 3 is the lens index); ``MODEL``: noiseless cube; ``PSF``;
+    ``PARAMS``: one row per lens, one column per parameter (``lens.0.theta_E``…);
+    ``LATENT``: (n, latent_dim) source latents for a learned source.
+    """
+    from astropy.table import Table
+
+    n, ny, nx = images.shape
+    header = celestial_wcs((ny, nx), pixel_scale).to_header()
+    header["BUNIT"] = ("electron/s", "counts per second per pixel")
+    header["PIXSCALE"] = (float(pixel_scale), "arcsec / pixel")
+    header["NLENS"] = (n, "number of lenses (axis 3)")
+    header["SEED"] = (int(seed), "random seed of the simulation")
+    header["LGVERS"] = (__version__, "lensgen version")
+    for k, v in cards.items():
+        if v is not None:
+            header[k] = v
+    table = Table({k: np.asarray(v) for k, v in params.items()})
+    hdus = [
+        fits.PrimaryHDU(np.asarray(images, dtype=np.float32), header=header),
+        fits.ImageHDU(np.asarray(models, dtype=np.float32), name="MODEL"),
+    ]
+    if psf is not None:
+        hdus.append(_image_hdu(psf, "PSF", PIXSCALE=float(pixel_scale)))
+    params_hdu = fits.table_to_hdu(table)
+    params_hdu.name = "PARAMS"
+    hdus.append(params_hdu)
+    if latents is not None:
+        hdus.append(fits.ImageHDU(np.asarray(latents, dtype=np.float32), name="LATENT"))
+    with atomic_path(path, overwrite) as tmp:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    return Path(path)

@@ -1,0 +1,258 @@
+"""Simulation settings: the scene (lens, source, lens light), instrument and noise.
+
+A TOML file for ``lensgen simulate --config sim.toml`` looks like::
+
+    [[lens]]
+    type = "SIE"
+    theta_E = 2.3
+    e1 = 0.1
+    e2 = { uniform = [-0.1, 0.1] }     # drawn per lens (``--n``) from the seed
+
+    [[lens]]
+    type = "SHEAR"
+    gamma1 = 0.02
+    gamma2 = -0.01
+
+    [[source]]
+    type = "VAE"          # the learned source; or any light profile, e.g. "SERSIC_ELLIPSE"
+    flux = 50.0           # total source flux, counts/s
+    scale = 0.03          # arcsec per decoded pixel in the source plane
+
+    [instrument]
+    npix = 100
+    pixel_scale = 0.08
+    psf = "gaussian"
+    psf_fwhm = 0.15
+
+    [noise]
+    exptime = 1000.0
+    background_rms = 0.05
+
+Component keys are lenstronomy's parameter names. A value is a number or a one-key
+table naming a distribution: ``{ uniform = [low, high] }``, ``{ normal = [mean, sd] }``
+or ``{ lognormal = [mu, sigma] }`` (of the natural log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lensgen.config import ConfigError, from_dict, load_toml
+
+DISTRIBUTIONS = ("uniform", "normal", "lognormal")
+VAE_PARAMS = {"flux": 50.0, "center_x": 0.05, "center_y": 0.03, "phi_G": 0.0, "scale": 0.03}
+"""Parameters of the learned (``type = "VAE"``) source and their defaults."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One lens or light component: a lenstronomy model name and its parameters."""
+
+    type: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    """Detector and PSF.
+
+    ``pixel_scale`` in arcsec/pixel; ``psf_fwhm`` in arcsec; ``psf_file`` a FITS
+    kernel used when ``psf = "pixel"``.
+    """
+
+    npix: int = 100
+    pixel_scale: float = 0.08
+    supersample: int = 2
+    psf: Literal["gaussian", "moffat", "pixel", "none"] = "gaussian"
+    psf_fwhm: float = 0.15
+    moffat_beta: float = 3.0
+    psf_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.npix <= 0:
+            raise ValueError(f"npix must be > 0, got {self.npix}")
+        if not self.pixel_scale > 0:
+            raise ValueError(f"pixel_scale must be > 0, got {self.pixel_scale}")
+        if self.supersample < 1:
+            raise ValueError(f"supersample must be >= 1, got {self.supersample}")
+        if self.psf in ("gaussian", "moffat") and not self.psf_fwhm > 0:
+            raise ValueError(f"psf_fwhm must be > 0, got {self.psf_fwhm}")
+        if self.psf == "moffat" and not self.moffat_beta > 1:
+            raise ValueError(f"moffat_beta must be > 1, got {self.moffat_beta}")
+        if self.psf == "pixel" and not self.psf_file:
+            raise ValueError("psf = 'pixel' needs psf_file (a FITS kernel)")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Poisson noise from ``exptime`` (s; 0 switches it off) plus Gaussian background
+    of rms ``background_rms`` (counts/s)."""
+
+    exptime: float = 1000.0
+    background_rms: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.exptime < 0:
+            raise ValueError(f"exptime must be >= 0, got {self.exptime}")
+        if self.background_rms < 0:
+            raise ValueError(f"background_rms must be >= 0, got {self.background_rms}")
+
+
+@dataclass(frozen=True)
+class SourceModelConfig:
+    """Where the learned source comes from: a model directory ('' = embedded default)."""
+
+    path: str = ""
+    use_flow: bool = True
+
+
+def _default_lens() -> tuple[Component, ...]:
+    return (Component("SIS", {"theta_E": 2.3, "center_x": 0.0, "center_y": 0.0}),)
+
+
+def _default_source() -> tuple[Component, ...]:
+    return (Component("VAE", dict(VAE_PARAMS)),)
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Everything ``lensgen simulate`` needs; see the module docstring for the TOML form."""
+
+    lens: tuple[Component, ...] = field(default_factory=_default_lens)
+    source: tuple[Component, ...] = field(default_factory=_default_source)
+    lens_light: tuple[Component, ...] = ()
+    instrument: InstrumentConfig = field(default_factory=InstrumentConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    source_model: SourceModelConfig = field(default_factory=SourceModelConfig)
+
+
+PARAMETRIC_SOURCE = Component(
+    "SERSIC_ELLIPSE",
+    {
+        "amp": 8.0,
+        "R_sersic": 0.25,
+        "n_sersic": 1.5,
+        "e1": 0.1,
+        "e2": -0.05,
+        "center_x": 0.05,
+        "center_y": 0.03,
+    },
+)
+"""The source used when no learned source model is available or ``--source sersic``."""
+
+
+def _components(value: Any, where: str) -> tuple[Component, ...]:
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected [[{where.split()[-1]}]] tables")
+    out = []
+    for i, table in enumerate(value):
+        if not isinstance(table, Mapping) or "type" not in table:
+            raise ConfigError(f"{where}[{i}]: each component needs a 'type' key")
+        params = {k: v for k, v in table.items() if k != "type"}
+        for name, v in params.items():
+            check_value(v, f"{where}[{i}].{name}")
+        out.append(Component(str(table["type"]), params))
+    return tuple(out)
+
+
+def check_value(value: Any, where: str) -> None:
+    """A parameter is a number, a list of numbers (latent vectors) or a distribution table."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return
+    if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        return
+    if isinstance(value, Mapping):
+        if len(value) != 1:
+            raise ConfigError(
+                f"{where}: a distribution table has exactly one key, got {list(value)}"
+            )
+        ((dist, args),) = value.items()
+        if dist not in DISTRIBUTIONS:
+            close = difflib.get_close_matches(dist, DISTRIBUTIONS, n=1)
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else f" (choose {', '.join(DISTRIBUTIONS)})"
+            )
+            raise ConfigError(f"{where}: unknown distribution '{dist}'{hint}")
+        if not (
+            isinstance(args, list)
+            and len(args) == 2
+            and all(isinstance(a, (int, float)) for a in args)
+        ):
+            raise ConfigError(f"{where}: {dist} needs two numbers, got {args!r}")
+        if dist == "uniform" and not args[0] < args[1]:
+            raise ConfigError(f"{where}: uniform bounds must be increasing, got {args}")
+        if dist in ("normal", "lognormal") and not args[1] > 0:
+            raise ConfigError(f"{where}: {dist} width must be > 0, got {args[1]}")
+        return
+    raise ConfigError(f"{where}: expected a number or a distribution table, got {value!r}")
+
+
+def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
+    """Defaults, overridden by the TOML file at ``path`` (strict keys)."""
+    if path is None:
+        return SimulateConfig()
+    data = load_toml(path)
+    where = str(path)
+    known = {f.name for f in dataclasses.fields(SimulateConfig)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else f" (valid: {', '.join(sorted(known))})"
+            )
+            raise ConfigError(f"{where}: unknown section '{key}'{hint}")
+    kwargs: dict[str, Any] = {}
+    for group in ("lens", "source", "lens_light"):
+        if group in data:
+            kwargs[group] = _components(data[group], f"{where} {group}")
+    if "instrument" in data:
+        kwargs["instrument"] = from_dict(
+            InstrumentConfig, data["instrument"], f"{where} [instrument]"
+        )
+    if "noise" in data:
+        kwargs["noise"] = from_dict(NoiseConfig, data["noise"], f"{where} [noise]")
+    if "source_model" in data:
+        kwargs["source_model"] = from_dict(
+            SourceModelConfig, data["source_model"], f"{where} [source_model]"
+        )
+    return SimulateConfig(**kwargs)
+
+
+def config_to_toml_dict(cfg: SimulateConfig) -> dict[str, Any]:
+    """The resolved config as a TOML-ready dict (written next to outputs)."""
+    out: dict[str, Any] = {}
+    for group in ("lens", "source", "lens_light"):
+        comps = getattr(cfg, group)
+        if comps:
+            out[group] = [{"type": c.type, **dict(c.params)} for c in comps]
+    out["instrument"] = dataclasses.asdict(cfg.instrument)
+    out["noise"] = dataclasses.asdict(cfg.noise)
+    out["source_model"] = dataclasses.asdict(cfg.source_model)
+    return out
+
+
+def dumps_config(cfg: SimulateConfig) -> str:
+    """TOML text of the resolved config, with arrays of tables for components."""
+    from lensgen.config import dumps_toml
+
+    d = config_to_toml_dict(cfg)
+    parts = []
+    for group in ("lens", "source", "lens_light"):
+        for comp in d.pop(group, []):
+            body = dumps_toml({"x": comp}).split("\n", 1)[1]
+            parts.append(f"[[{group}]]\n{body}")
+    parts.append(dumps_toml(d))
+    return "\n".join(parts)

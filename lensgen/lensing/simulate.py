@@ -1,0 +1,298 @@
+"""The ``lensgen simulate`` workflow: draw parameters, render, add noise, write FITS.
+
+One lens (:func:`simulate_observation`) or a vmapped batch of ``n`` lenses
+(:func:`simulate_batch`) from a :class:`~lensgen.lensing.scene_config.SimulateConfig`.
+The learned source (``type = "VAE"``) is rendered as lenstronomy's ``INTERPOL``
+profile of the decoded stamp: ``image = decode(z)``, ``amp`` chosen so that the
+source's total flux is ``flux`` counts/s, ``scale`` arcsec per decoded pixel.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lensgen import __version__
+from lensgen.errors import LensgenError
+from lensgen.io.fits import Observation, write_observation
+from lensgen.lensing import instrument
+from lensgen.lensing.raytrace import validate_lens
+from lensgen.lensing.render import Scene, make_renderer, render_source_plane
+from lensgen.lensing.scene_config import (
+    PARAMETRIC_SOURCE,
+    VAE_PARAMS,
+    Component,
+    SimulateConfig,
+    dumps_config,
+)
+
+GROUPS = ("lens", "source", "lens_light")
+SOURCE_ZOOM = 4
+"""The true-source image (``SOURCE`` extension) has this many times finer pixels."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """``n`` simulated lenses: observed and noiseless images plus their parameters."""
+
+    images: np.ndarray  # (n, ny, nx) counts/s per pixel
+    models: np.ndarray  # (n, ny, nx) noiseless
+    noise_maps: np.ndarray  # (n, ny, nx) σ per pixel
+    params: dict[str, np.ndarray]  # flat name → (n,) values
+    latents: np.ndarray | None  # (n, latent_dim) for a learned source
+    stamps: np.ndarray | None  # (n, H, W) decoded source stamps for a learned source
+    psf: np.ndarray | None
+    scene: Scene
+    source_label: str
+
+
+def make_psf(cfg: SimulateConfig) -> np.ndarray | None:
+    """The PSF kernel the instrument section asks for (unit sum), or None."""
+    ins = cfg.instrument
+    if ins.psf == "none":
+        return None
+    if ins.psf == "gaussian":
+        return np.asarray(instrument.gaussian_psf(ins.psf_fwhm, ins.pixel_scale))
+    if ins.psf == "moffat":
+        return np.asarray(instrument.moffat_psf(ins.psf_fwhm, ins.moffat_beta, ins.pixel_scale))
+    return np.asarray(instrument.load_psf(ins.psf_file))
+
+
+def _draw(key: jax.Array, spec: Any, n: int) -> np.ndarray:
+    """``n`` values of one parameter: a constant or a draw from its distribution."""
+    if isinstance(spec, (int, float)):
+        return np.full(n, float(spec))
+    ((dist, (a, b)),) = spec.items()
+    if dist == "uniform":
+        return np.asarray(jax.random.uniform(key, (n,), minval=a, maxval=b, dtype=jnp.float64))
+    u = np.asarray(jax.random.normal(key, (n,), dtype=jnp.float64))
+    return a + b * u if dist == "normal" else np.exp(a + b * u)
+
+
+def _resolve_source(cfg: SimulateConfig):
+    """Load the learned source model if the config asks for one.
+
+    Returns ``(cfg, model)``; with no trained model available (no path given and no
+    embedded default) the parametric default source replaces the learned one.
+    """
+    if not any(c.type == "VAE" for c in cfg.source):
+        return cfg, None
+    from lensgen.source.model import default_model_path, load_source_model
+
+    path = cfg.source_model.path or None
+    if path is None and not default_model_path().is_dir():
+        warnings.warn(
+            "no trained source model available; using the parametric Sérsic source", stacklevel=2
+        )
+        return replace(cfg, source=(PARAMETRIC_SOURCE,)), None
+    return cfg, load_source_model(path, use_flow=cfg.source_model.use_flow)
+
+
+def _check_vae_params(comp: Component, where: str) -> None:
+    for name in comp.params:
+        if name not in VAE_PARAMS and name != "z":
+            raise LensgenError(
+                f"{where} (VAE): unknown parameter '{name}' (valid: {', '.join([*VAE_PARAMS, 'z'])})"
+            )
+
+
+def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
+    """Draw ``n`` parameter sets, render them in one vmapped call and add noise."""
+    if n < 1:
+        raise LensgenError(f"--n must be >= 1, got {n}")
+    cfg, source_model = _resolve_source(cfg)
+    ins = cfg.instrument
+    psf = make_psf(cfg)
+    k_par, k_lat, k_noise = jax.random.split(key, 3)
+
+    flat: dict[str, np.ndarray] = {}
+    names: dict[str, list[str]] = {g: [] for g in GROUPS}
+    latents = None
+    for gi, group in enumerate(GROUPS):
+        for ci, comp in enumerate(getattr(cfg, group)):
+            kc = jax.random.fold_in(jax.random.fold_in(k_par, gi), ci)
+            params = dict(comp.params)
+            if comp.type == "VAE":
+                _check_vae_params(comp, f"{group} component {ci}")
+                params = {**VAE_PARAMS, **params}
+                z = params.pop("z", None)
+                if z is not None:
+                    z = np.asarray(z, dtype=np.float64)
+                    if z.shape != (source_model.latent_dim,):
+                        raise LensgenError(
+                            f"{group} component {ci} (VAE): z has {z.size} values, the model's "
+                            f"latent size is {source_model.latent_dim}"
+                        )
+                    latents = np.tile(z, (n, 1))
+                else:
+                    latents = np.asarray(source_model.sample(k_lat, n), dtype=np.float64)
+            for pi, (pname, spec) in enumerate(sorted(params.items())):
+                flat[f"{group}.{ci}.{pname}"] = _draw(jax.random.fold_in(kc, pi), spec, n)
+            names[group].append("INTERPOL" if comp.type == "VAE" else comp.type)
+
+    scene = Scene(
+        lens=tuple(names["lens"]),
+        source=tuple(names["source"]),
+        lens_light=tuple(names["lens_light"]),
+        shape=(ins.npix, ins.npix),
+        pixel_scale=ins.pixel_scale,
+        supersample=ins.supersample,
+    )
+    # Validate every drawn lens: bad draws (θ_E ≤ 0, |e| ≥ 1) name the parameter.
+    for i in range(n):
+        lens_i = [
+            {k.split(".", 2)[2]: float(v[i]) for k, v in flat.items() if k.startswith(f"lens.{c}.")}
+            for c in range(len(scene.lens))
+        ]
+        validate_lens(scene.lens, lens_i)
+
+    batched: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
+    stamps = None
+    for group in GROUPS:
+        for ci, comp in enumerate(getattr(cfg, group)):
+            prefix = f"{group}.{ci}."
+            p = {k[len(prefix) :]: jnp.asarray(v) for k, v in flat.items() if k.startswith(prefix)}
+            if comp.type == "VAE":
+                stamps = jax.vmap(source_model.decode)(jnp.asarray(latents, dtype=jnp.float32))
+                stamps = jnp.asarray(stamps, dtype=jnp.float64)
+                total = stamps.sum(axis=(1, 2))
+                if np.any(np.asarray(total) <= 0):
+                    raise LensgenError("the decoded source has no positive flux; check the model")
+                flux = p.pop("flux")
+                # INTERPOL integrates to amp · Σimage · scale², so this amp gives `flux`.
+                p["amp"] = flux / (total * p["scale"] ** 2)
+                p["image"] = stamps
+                flat[f"{prefix}amp"] = np.asarray(p["amp"])
+            batched[group].append(p)
+
+    render = make_renderer(scene, None if psf is None else jnp.asarray(psf))
+    models = jax.vmap(render)(batched)
+    exptime = cfg.noise.exptime or None
+    keys = jax.random.split(k_noise, n)
+    images = jax.vmap(lambda k, m: instrument.add_noise(k, m, exptime, cfg.noise.background_rms))(
+        keys, models
+    )
+    noise = jax.vmap(lambda m: instrument.noise_map(m, exptime, cfg.noise.background_rms))(models)
+    label = "vae" if source_model is not None else "parametric"
+    return Batch(
+        np.asarray(images),
+        np.asarray(models),
+        np.asarray(noise),
+        flat,
+        latents,
+        None if stamps is None else np.asarray(stamps),
+        psf,
+        scene,
+        label,
+    )
+
+
+def _single_params(batch: Batch, i: int) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for group, names in (
+        ("lens", batch.scene.lens),
+        ("source", batch.scene.source),
+        ("lens_light", batch.scene.lens_light),
+    ):
+        out[group] = []
+        for ci in range(len(names)):
+            prefix = f"{group}.{ci}."
+            out[group].append(
+                {
+                    k[len(prefix) :]: float(v[i])
+                    for k, v in batch.params.items()
+                    if k.startswith(prefix) and not k.endswith(".flux")
+                }
+            )
+            if names[ci] == "INTERPOL":
+                out[group][ci]["image"] = batch.stamps[i]
+    return out
+
+
+def simulate_observation(cfg: SimulateConfig, key: jax.Array) -> tuple[Observation, dict]:
+    """One lens. Returns the observation and the render parameters (for plots)."""
+    batch = simulate_batch(cfg, key, 1)
+    params = _single_params(batch, 0)
+    # The source plane is shown 4x zoomed: sources and caustics are small next to the ring.
+    src_scale = batch.scene.pixel_scale / SOURCE_ZOOM
+    source = render_source_plane(batch.scene, params, batch.scene.shape, src_scale)
+    extra = {"LATENT": batch.latents[0].astype(np.float32)} if batch.latents is not None else {}
+    obs = Observation(
+        image=batch.images[0],
+        pixel_scale=batch.scene.pixel_scale,
+        psf=batch.psf,
+        noise_map=batch.noise_maps[0],
+        exptime=cfg.noise.exptime or None,
+        background_rms=cfg.noise.background_rms,
+        supersample=batch.scene.supersample,
+        model=batch.models[0],
+        source=np.asarray(source),
+        source_pixel_scale=src_scale,
+        truth={k: float(v[0]) for k, v in batch.params.items()},
+        scene={
+            "lens": list(batch.scene.lens),
+            "source": list(batch.scene.source),
+            "lens_light": list(batch.scene.lens_light),
+        },
+        extra=extra,
+    )
+    return obs, params
+
+
+def run_simulate(
+    cfg: SimulateConfig,
+    out: str | Path,
+    seed: int,
+    n: int | None = None,
+    overwrite: bool = False,
+    preview: bool = True,
+) -> Path:
+    """Simulate and write ``out`` (FITS) plus ``out``'s ``.png`` preview and ``.toml`` config.
+
+    With ``n`` set, writes a cube of ``n`` lenses and a parameter table instead.
+    """
+    from lensgen.io.atomic import atomic_write_text, check_output_path
+
+    out = check_output_path(out, overwrite)
+    key = jax.random.key(seed)
+    if n is not None:
+        batch = simulate_batch(cfg, key, n)
+        from lensgen.io.fits import write_batch
+
+        write_batch(
+            out,
+            batch.images,
+            batch.models,
+            batch.psf,
+            batch.params,
+            batch.latents,
+            pixel_scale=batch.scene.pixel_scale,
+            seed=seed,
+            cards={
+                "EXPTIME": cfg.noise.exptime,
+                "BKGRMS": cfg.noise.background_rms,
+                "SUPERSMP": batch.scene.supersample,
+                "SRCMODEL": batch.source_label,
+            },
+            overwrite=overwrite,
+        )
+    else:
+        obs, params = simulate_observation(cfg, key)
+        obs = replace(obs, seed=seed)
+        write_observation(out, obs, overwrite=overwrite)
+        if preview:
+            from lensgen.plots import simulation_preview
+
+            simulation_preview(obs, params, out.with_suffix(".png"))
+    atomic_write_text(
+        out.with_suffix(".toml"),
+        f"# lensgen {__version__} simulate --seed {seed}\n" + dumps_config(cfg),
+        overwrite=True,
+    )
+    return out
