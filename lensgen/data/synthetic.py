@@ -1,0 +1,211 @@
+"""An offline GREAT3-format generator: real branch layout, parametric galaxies.
+
+Writes, per subfield SSS, the files of a GREAT3 branch: ``image-SSS-0.fits`` (a
+grid × grid mosaic of stamps, float32), ``galaxy_catalog-SSS.fits`` and ``.txt``
+(columns x, y, ID), ``starfield_image-SSS-0.fits`` (3 × 3 noiseless PSF stars, the
+lower-left one centred on pixel (size/2, size/2)), then packs them as
+``<branch>.tar.gz`` laid out ``experiment/obs/shear/``. From there on the data take
+the same path as a downloaded branch.
+
+Galaxies are bulge + disk Sérsic models (:func:`lensgen.lensing.light.sersic_ellipse`)
+with COSMOS-like distributions (I < 23.5 sample, Mandelbaum et al. 2014, GREAT3
+handbook): log-normal half-light radius (median 0.3″), disk n = 1, bulge
+n ∈ [2.5, 4.5] with B/T ∈ [0, 1) (35 % pure disks), Rayleigh ellipticity
+(σ_e = 0.2 per component), and a flux power law N(>F) ∝ F^−0.75 (number counts
+d log N / dm ≈ 0.3) starting at S/N ≈ 12 for a median galaxy. Each is rendered
+on a 3 × 3 sub-pixel grid, sheared, convolved with a Moffat (β = 3) ground PSF of
+FWHM 0.6–0.9″ (:func:`lensgen.lensing.instrument.moffat_psf`) and given Gaussian
+noise of one variance per image, as in GREAT3. Constant-shear branches hold
+90°-rotated pairs in consecutive stamps (k = 2m, 2m + 1, row-major).
+"""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from astropy.io import fits
+
+from lensgen.data.great3 import Branch
+from lensgen.lensing.instrument import convolve, moffat_psf
+from lensgen.lensing.light import sersic_ellipse
+
+OVERSAMPLE = 3
+MOFFAT_BETA = 3.0
+_BATCH = 500
+
+
+def draw_galaxies(key, n: int, pixel_scale: float, noise_sigma: float, paired: bool) -> dict:
+    """COSMOS-like bulge + disk parameters for ``n`` galaxies (module docstring).
+
+    Sizes in arcsec, flux in image units (noise rms ``noise_sigma`` per pixel).
+    With ``paired`` the odd galaxies are the even ones rotated by 90° (e → −e).
+    """
+    m = (n + 1) // 2 if paired else n
+    ks = jax.random.split(key, 10)
+    u = lambda k: np.asarray(jax.random.uniform(k, (m,)))  # noqa: E731
+    r_hl = np.clip(0.3 * np.exp(0.45 * np.asarray(jax.random.normal(ks[0], (m,)))), 0.08, 1.2)
+    bulge_n = 2.5 + 2.0 * u(ks[1])
+    bt = np.where(u(ks[2]) < 0.35, 0.0, np.asarray(jax.random.beta(ks[3], 1.5, 3.0, (m,))))
+    e_mod = np.clip(0.2 * np.sqrt(-2.0 * np.log1p(-0.999 * u(ks[4]))), 0.0, 0.7)
+    phi = np.pi * u(ks[5])
+    # N(>F) ∝ F^-0.75 from F_min: S/N ≈ 12 for a 0.3″ galaxy in a 0.75″ PSF.
+    sigma_px = np.hypot(0.3 / 1.18, 0.75 / 2.355) / pixel_scale
+    f_min = 12.0 * noise_sigma * np.sqrt(4.0 * np.pi) * sigma_px
+    flux = np.minimum(f_min * (1.0 - 0.999 * u(ks[6])) ** (-1.0 / 0.75), 40.0 * f_min)
+    offset = (u(ks[7]) - 0.5) * pixel_scale, (u(ks[8]) - 0.5) * pixel_scale
+    params = {
+        "flux": flux,
+        "r_disk": r_hl,
+        "r_bulge": r_hl * (0.3 + 0.3 * u(ks[9])),
+        "n_bulge": bulge_n,
+        "bt": bt,
+        "e1": e_mod * np.cos(2 * phi),
+        "e2": e_mod * np.sin(2 * phi),
+        "center_x": offset[0],
+        "center_y": offset[1],
+    }
+    if paired:
+        params = {k: np.repeat(v, 2)[:n] for k, v in params.items()}
+        sign = np.where(np.arange(n) % 2 == 1, -1.0, 1.0)
+        params["e1"] = params["e1"] * sign
+        params["e2"] = params["e2"] * sign
+    return params
+
+
+def apply_shear(e1, e2, g1: float, g2: float):
+    """Sheared ellipticity ε' = (ε + g) / (1 + g* ε) for the |e| = (1−q)/(1+q) convention."""
+    e = np.asarray(e1) + 1j * np.asarray(e2)
+    g = complex(g1, g2)
+    es = (e + g) / (1.0 + np.conj(g) * e)
+    return es.real, es.imag
+
+
+def _galaxy(p, xs, ys):
+    """Unit-flux bulge + disk on the sub-pixel grid, flux/sub-pixel."""
+    disk = sersic_ellipse(
+        xs, ys, 1.0, p["r_disk"], 1.0, p["e1"], p["e2"], p["center_x"], p["center_y"]
+    )
+    bulge = sersic_ellipse(
+        xs,
+        ys,
+        1.0,
+        p["r_bulge"],
+        p["n_bulge"],
+        0.5 * p["e1"],
+        0.5 * p["e2"],
+        p["center_x"],
+        p["center_y"],
+    )
+    img = (1.0 - p["bt"]) * disk / jnp.sum(disk) + p["bt"] * bulge / jnp.sum(bulge)
+    return p["flux"] * img
+
+
+def render_galaxies(params: dict, psf: np.ndarray, size: int, pixel_scale: float) -> np.ndarray:
+    """Noiseless PSF-convolved stamps (n, size, size), flux per pixel, float32.
+
+    The stamp centre (pixel size/2 in each axis, 0-based) is the coordinate origin.
+    """
+    sub = (np.arange(size * OVERSAMPLE) - (size * OVERSAMPLE - 1) / 2.0) / OVERSAMPLE
+    sub = (sub - 0.5 * ((size + 1) % 2)) * pixel_scale
+    xs, ys = np.meshgrid(sub.astype(np.float32), sub.astype(np.float32))
+
+    @jax.jit
+    def batch(p):
+        fine = jax.vmap(_galaxy, in_axes=(0, None, None))(p, xs, ys)
+        binned = fine.reshape(-1, size, OVERSAMPLE, size, OVERSAMPLE).sum(axis=(2, 4))
+        return convolve(binned, psf.astype(np.float32))
+
+    n = len(params["flux"])
+    out = np.empty((n, size, size), np.float32)
+    for start in range(0, n, _BATCH):
+        chunk = {k: jnp.asarray(v[start : start + _BATCH], jnp.float32) for k, v in params.items()}
+        if len(chunk["flux"]) < _BATCH and n > _BATCH:  # keep one compiled shape
+            pad = _BATCH - len(chunk["flux"])
+            chunk = {k: jnp.concatenate([v, jnp.repeat(v[-1:], pad)]) for k, v in chunk.items()}
+        out[start : start + _BATCH] = np.asarray(batch(chunk))[: min(_BATCH, n - start)]
+    return out
+
+
+def _starfield(psf_big: np.ndarray, size: int, key) -> np.ndarray:
+    """3 × 3 noiseless stars; lower-left exactly centred, the others shifted by whole pixels."""
+    field = np.zeros((3 * size, 3 * size), np.float32)
+    k = psf_big.shape[0]
+    lo = size // 2 - k // 2
+    shifts = np.array(jax.random.randint(key, (9, 2), -3, 4))
+    shifts[0] = 0
+    for idx in range(9):
+        j, i = divmod(idx, 3)
+        star = np.zeros((size, size), np.float32)
+        star[lo : lo + k, lo : lo + k] = psf_big
+        star = np.roll(star, tuple(shifts[idx]), axis=(0, 1))
+        field[j * size : (j + 1) * size, i * size : (i + 1) * size] = star
+    return field
+
+
+def write_subfield(key, folder: Path, subfield: int, branch: Branch, grid: int) -> dict:
+    """Write one subfield's GREAT3 files into ``folder``; return its truth (PSF, σ, shear)."""
+    size, scale = branch.stamp_size, branch.pixel_scale
+    k_psf, k_noise_level, k_gal, k_shear, k_noise, k_star = jax.random.split(key, 6)
+    if branch.obs == "ground":
+        fwhm = 0.6 + 0.3 * float(jax.random.uniform(k_psf))
+    else:
+        fwhm = 2.5 * scale * (1.0 + 0.2 * float(jax.random.uniform(k_psf)))
+    sigma = float(0.8 + 0.4 * jax.random.uniform(k_noise_level))
+    n = grid * grid
+    params = draw_galaxies(k_gal, n, scale, sigma, branch.has_pairs)
+    g = np.asarray(jax.random.uniform(k_shear, (2,), minval=-0.05, maxval=0.05))
+    params["e1"], params["e2"] = apply_shear(params["e1"], params["e2"], g[0], g[1])
+    big = size - 1 if size % 2 == 0 else size - 2  # odd kernel that fits a stamp
+    psf = moffat_psf(fwhm, MOFFAT_BETA, scale, size=min(31, big))
+    clean = render_galaxies(params, psf, size, scale)
+    noise = sigma * np.asarray(jax.random.normal(k_noise, (grid * size, grid * size), jnp.float32))
+    image = clean.reshape(grid, grid, size, size).transpose(0, 2, 1, 3).reshape(noise.shape)
+    image = image + noise
+    jj, ii = np.divmod(np.arange(n), grid)
+    x = ii * size + size // 2
+    y = jj * size + size // 2
+    ids = subfield * 1_000_000 + np.arange(n)
+    sub = f"{subfield:03d}"
+    fits.PrimaryHDU(image.astype(np.float32)).writeto(folder / f"image-{sub}-0.fits")
+    cols = [
+        fits.Column(name="x", format="D", array=x.astype(float)),
+        fits.Column(name="y", format="D", array=y.astype(float)),
+        fits.Column(name="ID", format="K", array=ids),
+    ]
+    fits.BinTableHDU.from_columns(cols).writeto(folder / f"galaxy_catalog-{sub}.fits")
+    lines = ["# x y ID"] + [f"{a} {b} {c}" for a, b, c in zip(x, y, ids, strict=True)]
+    (folder / f"galaxy_catalog-{sub}.txt").write_text("\n".join(lines) + "\n")
+    psf_big = moffat_psf(fwhm, MOFFAT_BETA, scale, size=big)
+    star = _starfield(psf_big.astype(np.float32), size, k_star)
+    fits.PrimaryHDU(star).writeto(folder / f"starfield_image-{sub}-0.fits")
+    return {"psf_fwhm": fwhm, "sigma": sigma, "shear": g, "clean": clean, "params": params}
+
+
+def make_branch_tarball(
+    key, out_dir: Path, branch: Branch, n_subfields: int, grid: int = 100
+) -> tuple[Path, list[dict]]:
+    """Write ``<branch>.tar.gz`` (layout ``experiment/obs/shear/``) into ``out_dir``.
+
+    Returns the tarball path and the per-subfield truth dicts of :func:`write_subfield`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{branch.name}.tar.gz"
+    truths = []
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        folder = Path(tmp)
+        part = out_dir / f".{target.name}.part"
+        # Level 1: noise barely compresses, so higher levels only cost time.
+        with tarfile.open(part, "w:gz", compresslevel=1) as tar:
+            for sub, k in enumerate(jax.random.split(key, n_subfields)):
+                truths.append(write_subfield(k, folder, sub, branch, grid))
+                for f in sorted(folder.iterdir()):
+                    tar.add(f, arcname=f"{branch.folder}/{f.name}", recursive=False)
+                    f.unlink()
+        part.replace(target)
+    return target, truths
