@@ -41,6 +41,17 @@ def _register() -> None:
     from lensgen.cli import simulate
 
     app.command("simulate")(handle_errors(simulate.simulate))
+    from lensgen.cli import demo, infer
+
+    app.command("infer")(handle_errors(infer.infer))
+    app.command("demo")(handle_errors(demo.demo))
+    from lensgen.cli import fit_iaf, train_vae
+
+    app.command("train-vae")(handle_errors(train_vae.train_vae))
+    app.command("fit-iaf")(handle_errors(fit_iaf.fit_iaf))
+    from lensgen.cli import download_great3
+
+    app.command("download-great3")(handle_errors(download_great3.download_great3))
 
 
 _register()

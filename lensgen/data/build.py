@@ -150,7 +150,7 @@ def _tarball(config: Great3Config, cache: Path, manifest: Manifest, on_status) -
             size, digest = sha256_file(target)
             manifest.record(
                 f"synthetic/{folder.name}/{target.name}",
-                url=target.as_uri(),
+                url=target.resolve().as_uri(),
                 size=size,
                 sha256=digest,
                 images=n_images,

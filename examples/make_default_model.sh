@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Remake the embedded default source model (lensgen/assets/source_model/) offline:
+# synthetic GREAT3-format data -> train-vae -> fit-iaf -> copy the files that
+# load_source_model needs. Run from the repository root; work files go to runs/.
+set -euo pipefail
+mkdir -p runs
+lensgen download-great3 --synthetic --synthetic-grid 100 --max-images 1 --n-stamps 5000 \
+  --seed 0 --cache-dir "$PWD/runs/g3cache" -o runs/default_data.fits --overwrite
+lensgen train-vae examples/default_model.toml -o runs/default_model --overwrite
+lensgen fit-iaf runs/default_model --seed 0 --overwrite
+dest=lensgen/assets/source_model
+mkdir -p "$dest"
+cp runs/default_model/{model.json,weights.npz,flow.json,flow.npz,config.toml,flow_report.json} "$dest/"

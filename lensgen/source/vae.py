@@ -1,0 +1,167 @@
+"""The VAE networks: convolutional encoder q(z|x) and DCGAN-style decoder.
+
+Written with **Flax Linen** rather than NNX on purpose. The decoder is used far
+from training, as the source light inside a lensing likelihood that NUTS
+differentiates thousands of times; there we want exactly what Linen gives: a
+pure function ``apply(params, z)`` of an immutable parameter pytree, with no
+module state to split/merge around ``jit``/``grad``/``vmap``. The parameter
+pytree is a nested dict of arrays, which also makes saving leaf by leaf (see
+:mod:`lensgen.io.modeldir`) trivial. The networks have no batch statistics or
+dropout, so NNX's mutable-state conveniences would buy nothing.
+
+All functions here are written for ONE image or ONE latent vector; training
+``jax.vmap``-s them. Images are in units of the global flux scale (see
+:mod:`lensgen.source.train`); :class:`lensgen.source.model.SourceModel` returns
+physical units.
+
+References: Kingma & Welling 2013 (VAE); Radford et al. 2015 (DCGAN decoder:
+strided transposed convolutions, no pooling, leaky ReLU in the encoder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Bounds on log σ of q(z|x) keep exp() finite in float32 early in training.
+_LOG_SIGMA_MIN, _LOG_SIGMA_MAX = -10.0, 3.0
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What rebuilds the networks (stored in the model directory header).
+
+    Attributes
+    ----------
+    image_shape : (H, W) in pixels; each must be divisible by ``2**len(channels)``.
+    latent_dim : size of z.
+    channels : feature maps per resolution level, finest first.
+    dense : width of the fully connected layer after the encoder convolutions.
+    """
+
+    image_shape: tuple[int, int]
+    latent_dim: int
+    channels: tuple[int, ...]
+    dense: int
+
+
+class Encoder(nn.Module):
+    """x (H, W) → (μ, log σ) of the diagonal Gaussian q(z|x), each (latent_dim,)."""
+
+    arch: Architecture
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        h = x[..., None]
+        for c in self.arch.channels:
+            h = nn.Conv(c, (3, 3), padding="SAME")(h)
+            h = nn.leaky_relu(h, 0.2)
+            h = nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME")(h)
+            h = nn.leaky_relu(h, 0.2)
+        h = nn.leaky_relu(nn.Dense(self.arch.dense)(h.reshape(-1)), 0.2)
+        mu = nn.Dense(self.arch.latent_dim)(h)
+        log_sigma = nn.Dense(self.arch.latent_dim)(h)
+        return mu, jnp.clip(log_sigma, _LOG_SIGMA_MIN, _LOG_SIGMA_MAX)
+
+
+class Decoder(nn.Module):
+    """z (latent_dim,) → galaxy image (H, W) before the PSF, in flux-scale units."""
+
+    arch: Architecture
+
+    @nn.compact
+    def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
+        levels = len(self.arch.channels)
+        h0, w0 = self.arch.image_shape[0] >> levels, self.arch.image_shape[1] >> levels
+        h = nn.relu(nn.Dense(self.arch.dense)(z))
+        h = nn.relu(nn.Dense(h0 * w0 * self.arch.channels[-1])(h))
+        h = h.reshape(h0, w0, self.arch.channels[-1])
+        for c in reversed(self.arch.channels):
+            h = nn.relu(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME")(h))
+        return nn.Conv(1, (3, 3), padding="SAME")(h)[..., 0]
+
+
+class VAE(nn.Module):
+    """Encoder + decoder under one parameter tree (``params/encoder``, ``params/decoder``)."""
+
+    arch: Architecture
+
+    def setup(self) -> None:
+        self.encoder = Encoder(self.arch)
+        self.decoder = Decoder(self.arch)
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        mu, _ = self.encoder(x)
+        return self.decoder(mu)
+
+    def encode(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        return self.encoder(x)
+
+    def decode(self, z: jnp.ndarray) -> jnp.ndarray:
+        return self.decoder(z)
+
+
+def init_params(key: jax.Array, arch: Architecture) -> dict:
+    """Random float32 parameters ``{"params": {"encoder": …, "decoder": …}}``."""
+    x = jnp.zeros(arch.image_shape, jnp.float32)
+    return VAE(arch).init(key, x)
+
+
+def param_shapes(arch: Architecture) -> dict:
+    """Shapes/dtypes of the parameter tree without allocating it."""
+    return jax.eval_shape(lambda k: init_params(k, arch), jax.random.key(0))
+
+
+def encode(params: dict, arch: Architecture, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(μ, log σ) of q(z|x) for one image in flux-scale units."""
+    return VAE(arch).apply(params, x.astype(jnp.float32), method=VAE.encode)
+
+
+def decode(params: dict, arch: Architecture, z: jnp.ndarray) -> jnp.ndarray:
+    """Pre-PSF galaxy (H, W) in flux-scale units for one latent vector."""
+    return VAE(arch).apply(params, z.astype(jnp.float32), method=VAE.decode)
+
+
+def decoder_apply(decoder_params: dict, arch: Architecture, z: jnp.ndarray) -> jnp.ndarray:
+    """:func:`decode` from the decoder's own sub-tree (what SourceModel keeps)."""
+    return Decoder(arch).apply({"params": decoder_params}, z.astype(jnp.float32))
+
+
+def psf_convolve(image: jnp.ndarray, psf: jnp.ndarray) -> jnp.ndarray:
+    """``image ⊛ psf`` with the output on the input grid (zero padding outside).
+
+    The kernel's centre is pixel ``(h // 2, w // 2)`` (the GalSim/GREAT3 convention
+    for even sizes). Computed by FFT on a grid padded to ``H + h - 1``.
+    """
+    H, W = image.shape
+    h, w = psf.shape
+    shape = (H + h - 1, W + w - 1)
+    full = jnp.fft.irfft2(jnp.fft.rfft2(image, shape) * jnp.fft.rfft2(psf, shape), shape)
+    return full[h // 2 : h // 2 + H, w // 2 : w // 2 + W].astype(image.dtype)
+
+
+def odd_psf(psf: jnp.ndarray) -> jnp.ndarray:
+    """Pad an even-sized square kernel by one zero row/column at the end.
+
+    Keeps the centre at ``(k // 2, k // 2)`` and makes it the middle pixel, so 90°
+    rotations and flips of the kernel (used with augmentation) turn it about its
+    centre instead of shifting it by a pixel.
+    """
+    k = psf.shape[0]
+    return jnp.pad(psf, ((0, 1 - k % 2), (0, 1 - k % 2)))
+
+
+def dihedral(image: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
+    """One of the 8 symmetries of the square: rotate by ``k % 4`` × 90°, flip if ``k >= 4``."""
+
+    def branch(i: int):
+        def f(a: jnp.ndarray) -> jnp.ndarray:
+            a = jnp.rot90(a, i % 4)
+            return a[:, ::-1] if i >= 4 else a
+
+        return f
+
+    return jax.lax.switch(k, [branch(i) for i in range(8)], image)
