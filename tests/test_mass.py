@@ -186,3 +186,13 @@ def test_centre_and_round_are_finite(name, dtype):
     assert np.isfinite(value)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     assert all(g.dtype == dtype for g in jax.tree.leaves(grads))
+
+
+def test_float32_arctan_is_accurate_and_float64_exact():
+    from lensgen.lensing._mass_util import arctan
+
+    x = np.concatenate([np.linspace(-60, 60, 20001), np.logspace(-8, 8, 2001), [0.0]])
+    ref = np.arctan(x)
+    fast = np.asarray(arctan(jnp.asarray(x, jnp.float32)), np.float64)
+    assert np.max(np.abs(fast - ref)) < 2.5e-7
+    assert np.array_equal(np.asarray(arctan(jnp.asarray(x))), np.asarray(jnp.arctan(jnp.asarray(x))))

@@ -53,6 +53,22 @@ def simulate(
     background_rms: float | None = typer.Option(
         None, "--background-rms", help="Gaussian background rms [counts/s] (default 0.05)."
     ),
+    n_subhalos: int | None = typer.Option(
+        None,
+        "--n-subhalos",
+        help="Fixed number of random TNFW subhalos around the ring ([substructure] defaults).",
+    ),
+    subhalo_mass: float | None = typer.Option(
+        None,
+        "--subhalo-mass",
+        help="Inject one TNFW subhalo of this M200 [M☉] at --subhalo-x, --subhalo-y.",
+    ),
+    subhalo_x: float | None = typer.Option(
+        None, "--subhalo-x", help="x of the injected subhalo [arcsec]."
+    ),
+    subhalo_y: float | None = typer.Option(
+        None, "--subhalo-y", help="y of the injected subhalo [arcsec]."
+    ),
     n: int | None = typer.Option(
         None, "--n", help="Render N lenses with parameters drawn from the config into a FITS cube."
     ),
@@ -75,6 +91,7 @@ def simulate(
 
     cfg = load_simulate_config(config)
     cfg = apply_flags(cfg, rein=rein, lens=lens, source=source, model_dir=model_dir)
+    cfg = apply_subhalo_flags(cfg, n_subhalos, subhalo_mass, subhalo_x, subhalo_y)
     ins = {
         k: v
         for k, v in dict(
@@ -130,3 +147,29 @@ def apply_flags(cfg, rein, lens, source, model_dir):
             cfg, source_model=dataclasses.replace(cfg.source_model, path=str(model_dir))
         )
     return cfg
+
+
+def apply_subhalo_flags(cfg, n_subhalos, mass, x, y):
+    """``--n-subhalos`` sets a fixed count; ``--subhalo-mass/-x/-y`` inject one subhalo.
+
+    Without a ``[substructure]`` section these start from its defaults, with no random
+    subhalos unless ``--n-subhalos`` asks for them.
+    """
+    from lensgen.errors import LensgenError
+    from lensgen.lensing.substructure import SubhaloPopulation
+
+    if mass is None and (x is not None or y is not None):
+        raise LensgenError("--subhalo-x/--subhalo-y need --subhalo-mass (M☉)")
+    if mass is not None and (x is None or y is None):
+        raise LensgenError("--subhalo-mass needs both --subhalo-x and --subhalo-y (arcsec)")
+    if n_subhalos is None and mass is None:
+        return cfg
+    pop = cfg.substructure or SubhaloPopulation(n_subhalos=0)
+    changes = {}
+    if n_subhalos is not None:
+        changes["n_subhalos"] = n_subhalos
+    if mass is not None:
+        changes["inject_mass"] = (*pop.inject_mass, mass)
+        changes["inject_x"] = (*pop.inject_x, x)
+        changes["inject_y"] = (*pop.inject_y, y)
+    return dataclasses.replace(cfg, substructure=dataclasses.replace(pop, **changes))

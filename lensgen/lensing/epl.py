@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import Array, lax
 from jax.typing import ArrayLike
 
-from lensgen.lensing._mass_util import ellipticity_to_phi_q, rotate, safe_norm, shift
+from lensgen.lensing._mass_util import arctan, ellipticity_to_phi_q, rotate, safe_norm, shift
 
 #: Number of terms of the Tessore & Metcalf (2015) angular series. The n-th term is
 #: of order ``((1 - q) / (1 + q))**n``. Measured against scipy's hyp2f1 (1.6 <= gamma
@@ -33,7 +33,7 @@ def _atan_over_k(k2: Array, z: Array) -> Array:
     """``atan(k z) / k`` for ``k = sqrt(k2) >= 0``, smooth through ``k = 0``."""
     small = k2 < _SIE_K2_SERIES
     k = jnp.sqrt(jnp.where(small, 1.0, k2))
-    direct = jnp.arctan(k * z) / k
+    direct = arctan(k * z) / k
     w = k2 * z * z
     series = z * (1.0 - w / 3.0 + w * w / 5.0)
     return jnp.where(small, series, direct)

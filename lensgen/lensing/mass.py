@@ -32,6 +32,7 @@ from lensgen.lensing.nfw import (
     tnfw_convergence,
     tnfw_deflection,
 )
+from lensgen.lensing.substructure import subhalos_convergence, subhalos_deflection
 
 __all__ = [
     "EPL_SERIES_TERMS",
@@ -215,4 +216,6 @@ MASS_PROFILES: dict[str, MassProfile] = {
     "POINT_MASS": _profile(point_mass_deflection, point_mass_convergence),
     "NFW": _profile(nfw_deflection, nfw_convergence),
     "TNFW": _profile(tnfw_deflection, tnfw_convergence),
+    # K truncated-NFW subhalos with (K,) array parameters, summed in one vmap.
+    "SUBHALOS": _profile(subhalos_deflection, subhalos_convergence),
 }

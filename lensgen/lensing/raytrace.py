@@ -182,6 +182,11 @@ def _check_component(i: int, name: str, prof: MassProfile, p: Mapping) -> None:
         if not np.all(np.isfinite(arr)):
             raise LensgenError(f"{where}: {key} must be finite, got {_fmt(arr, 'nonfinite')}")
         values[key] = arr
+    if name == "SUBHALOS":
+        from lensgen.lensing.substructure import check_subhalos
+
+        check_subhalos(values, where)  # padding entries (alpha_Rs = 0) are allowed
+        return
     for key in _POSITIVE:
         if key in values and np.any(values[key] <= 0):
             raise LensgenError(f"{where}: {key} must be > 0, got {_fmt(values[key], 'min')}")

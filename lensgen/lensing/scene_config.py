@@ -28,6 +28,18 @@ A TOML file for ``lensgen simulate --config sim.toml`` looks like::
     exptime = 1000.0
     background_rms = 0.05
 
+    [substructure]        # optional: TNFW subhalos (lensgen.lensing.substructure)
+    m_min = 1e7           # M☉; dN/dm ∝ m^-slope on [m_min, m_max]
+    m_max = 1e10
+    n_mean = 20.0         # Poisson mean (or n_subhalos = 5 for a fixed count)
+    width = 0.3           # arcsec either side of the Einstein ring
+    z_lens = 0.5
+    z_source = 2.0
+    cosmology = "Planck18"
+    inject_mass = [1e9]   # plus subhalos of given mass (M☉) at given positions (arcsec)
+    inject_x = [1.6]
+    inject_y = [0.8]
+
 Component keys are lenstronomy's parameter names. A value is a number or a one-key
 table naming a distribution: ``{ uniform = [low, high] }``, ``{ normal = [mean, sd] }``
 or ``{ lognormal = [mu, sigma] }`` (of the natural log).
@@ -43,6 +55,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lensgen.config import ConfigError, from_dict, load_toml
+from lensgen.lensing.substructure import SubhaloPopulation
 
 DISTRIBUTIONS = ("uniform", "normal", "lognormal")
 VAE_PARAMS = {"flux": 50.0, "center_x": 0.05, "center_y": 0.03, "phi_G": 0.0, "scale": 0.03}
@@ -129,6 +142,7 @@ class SimulateConfig:
     instrument: InstrumentConfig = field(default_factory=InstrumentConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     source_model: SourceModelConfig = field(default_factory=SourceModelConfig)
+    substructure: SubhaloPopulation | None = None
 
 
 PARAMETRIC_SOURCE = Component(
@@ -228,6 +242,10 @@ def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
         kwargs["source_model"] = from_dict(
             SourceModelConfig, data["source_model"], f"{where} [source_model]"
         )
+    if "substructure" in data:
+        kwargs["substructure"] = from_dict(
+            SubhaloPopulation, data["substructure"], f"{where} [substructure]"
+        )
     return SimulateConfig(**kwargs)
 
 
@@ -241,6 +259,8 @@ def config_to_toml_dict(cfg: SimulateConfig) -> dict[str, Any]:
     out["instrument"] = dataclasses.asdict(cfg.instrument)
     out["noise"] = dataclasses.asdict(cfg.noise)
     out["source_model"] = dataclasses.asdict(cfg.source_model)
+    if cfg.substructure is not None:
+        out["substructure"] = dataclasses.asdict(cfg.substructure)
     return out
 
 

@@ -5,6 +5,8 @@ One lens (:func:`simulate_observation`) or a vmapped batch of ``n`` lenses
 The learned source (``type = "VAE"``) is rendered as lenstronomy's ``INTERPOL``
 profile of the decoded stamp: ``image = decode(z)``, ``amp`` chosen so that the
 source's total flux is ``flux`` counts/s, ``scale`` arcsec per decoded pixel.
+A ``[substructure]`` section adds one ``"SUBHALOS"`` lens component (``(K,)`` arrays,
+:mod:`lensgen.lensing.substructure`) whose truths go to a ``SUBHALOS`` FITS table.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from lensgen.lensing.scene_config import (
     SimulateConfig,
     dumps_config,
 )
+from lensgen.lensing.substructure import (
+    SUBHALO_PARAMS,
+    SUBHALOS,
+    check_subhalos,
+    sample_subhalos,
+    subhalo_table,
+)
 
 GROUPS = ("lens", "source", "lens_light")
 SOURCE_ZOOM = 4
@@ -50,6 +59,7 @@ class Batch:
     psf: np.ndarray | None
     scene: Scene
     source_label: str
+    subhalos: dict[str, np.ndarray] | None = None  # (n, K) arrays from sample_subhalos
 
 
 def make_psf(cfg: SimulateConfig) -> np.ndarray | None:
@@ -102,6 +112,24 @@ def _check_vae_params(comp: Component, where: str) -> None:
             )
 
 
+def _draw_subhalos(cfg: SimulateConfig, key: jax.Array, flat: dict, n: int) -> dict:
+    """``n`` realisations of the ``[substructure]`` population around each main lens."""
+    pop = cfg.substructure
+    if pop.ring_radius <= 0 and "lens.0.theta_E" not in flat:
+        raise LensgenError(
+            f"[substructure]: the main lens ({cfg.lens[0].type}) has no theta_E; "
+            "set ring_radius (arcsec)"
+        )
+    zeros = np.zeros(n)
+    theta, cx, cy = (
+        jnp.asarray(flat.get(f"lens.0.{k}", zeros)) for k in ("theta_E", "center_x", "center_y")
+    )
+    draw = jax.vmap(lambda k, t, x, y: sample_subhalos(k, pop, t, x, y))
+    out = {k: np.asarray(v) for k, v in draw(jax.random.split(key, n), theta, cx, cy).items()}
+    check_subhalos(out, "[substructure]")
+    return out
+
+
 def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
     """Draw ``n`` parameter sets, render them in one vmapped call and add noise."""
     if n < 1:
@@ -135,6 +163,12 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
             for pi, (pname, spec) in enumerate(sorted(params.items())):
                 flat[f"{group}.{ci}.{pname}"] = _draw(jax.random.fold_in(kc, pi), spec, n)
             names[group].append("INTERPOL" if comp.type == "VAE" else comp.type)
+    main_lens = tuple(names["lens"])
+    subhalos = None
+    if cfg.substructure is not None:
+        # Its own stream (fold_in), so configs without subhalos draw exactly as before.
+        subhalos = _draw_subhalos(cfg, jax.random.fold_in(key, 6), flat, n)
+        names["lens"].append(SUBHALOS)
 
     scene = Scene(
         lens=tuple(names["lens"]),
@@ -148,9 +182,9 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
     for i in range(n):
         lens_i = [
             {k.split(".", 2)[2]: float(v[i]) for k, v in flat.items() if k.startswith(f"lens.{c}.")}
-            for c in range(len(scene.lens))
+            for c in range(len(main_lens))
         ]
-        validate_lens(scene.lens, lens_i)
+        validate_lens(main_lens, lens_i)
 
     batched: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
     stamps = None
@@ -170,6 +204,8 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
                 p["image"] = stamps
                 flat[f"{prefix}amp"] = np.asarray(p["amp"])
             batched[group].append(p)
+    if subhalos is not None:
+        batched["lens"].append({k: jnp.asarray(subhalos[k]) for k in SUBHALO_PARAMS})
 
     render = make_renderer(scene, None if psf is None else jnp.asarray(psf))
     models = jax.vmap(render)(batched)
@@ -190,6 +226,7 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
         psf,
         scene,
         label,
+        subhalos,
     )
 
 
@@ -212,6 +249,8 @@ def _single_params(batch: Batch, i: int) -> dict[str, list[dict[str, Any]]]:
             )
             if names[ci] == "INTERPOL":
                 out[group][ci]["image"] = batch.stamps[i]
+            if names[ci] == SUBHALOS:
+                out[group][ci] = {k: batch.subhalos[k][i] for k in SUBHALO_PARAMS}
     return out
 
 
@@ -223,6 +262,10 @@ def simulate_observation(cfg: SimulateConfig, key: jax.Array) -> tuple[Observati
     src_scale = batch.scene.pixel_scale / SOURCE_ZOOM
     source = render_source_plane(batch.scene, params, batch.scene.shape, src_scale)
     extra = {"LATENT": batch.latents[0].astype(np.float32)} if batch.latents is not None else {}
+    tables = {}
+    if batch.subhalos is not None:
+        one = {k: v[0] for k, v in batch.subhalos.items()}
+        tables[SUBHALOS] = subhalo_table(one, cfg.substructure)
     obs = Observation(
         image=batch.images[0],
         pixel_scale=batch.scene.pixel_scale,
@@ -241,6 +284,7 @@ def simulate_observation(cfg: SimulateConfig, key: jax.Array) -> tuple[Observati
             "lens_light": list(batch.scene.lens_light),
         },
         extra=extra,
+        tables=tables,
     )
     return obs, params
 
@@ -270,7 +314,8 @@ def run_simulate(
             batch.images,
             batch.models,
             batch.psf,
-            batch.params,
+            # Subhalo truths as (n, K) vector columns ("subhalos.mass", ...), zero-padded.
+            {**batch.params, **{f"subhalos.{k}": v for k, v in (batch.subhalos or {}).items()}},
             batch.latents,
             pixel_scale=batch.scene.pixel_scale,
             seed=seed,

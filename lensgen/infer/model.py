@@ -1,0 +1,234 @@
+"""The NumPyro model: lens mass + source (learned or Sérsic) + lens light → image.
+
+One call renders the whole scene with one jitted renderer
+(:func:`lensgen.lensing.render.make_renderer`), so the likelihood costs a single
+ray-shoot + decode + PSF convolution per evaluation.
+
+Source options
+--------------
+``"vae"``
+    The decoder of a :class:`~lensgen.source.model.SourceModel` as an INTERPOL
+    source. With a flow the sampler works in u-space: u ~ N(0, I) and
+    z = ``from_normal(u)``; as the flow is a bijection this *is* the flow prior on z,
+    and the geometry NUTS sees is the (nearly Gaussian) one of u. Without a flow
+    (or ``latent_prior="normal"``) z ~ N(0, I). The decoded stamp d is normalised
+    to total flux ``flux`` (counts/s) over decoded pixels of ``scale`` arcsec:
+    surface brightness = flux · d / (Σd · scale²), the convention of
+    ``lensgen simulate`` (``[[source]] type = "VAE"``).
+``"SERSIC_ELLIPSE"``
+    lenstronomy's elliptical Sérsic.
+
+Likelihood
+----------
+``"gaussian"``: independent Normal(model, σ) with σ the observation's noise map.
+``"poisson"``: photon counts n = image·exptime are Poisson(model·exptime) plus a
+Gaussian read/background term. We use the Gaussian approximation with the
+model-dependent variance σ² = background_rms² + max(model, 0)/exptime (lenstronomy's
+convention, and exact in the limit of > ~10 counts per pixel that lensing data
+live in); a true Poisson on counts would ignore the background term and be
+non-differentiable in the data's continuous, background-subtracted values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from lensgen.errors import LensgenError
+from lensgen.infer.priors import Prior
+
+VAE_PARAMS = ("flux", "center_x", "center_y", "phi_G", "scale")
+"""Free parameters of the learned source besides the latent vector."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Static description of the model (hashable, so renderers are built once)."""
+
+    lens: tuple[str, ...] = ("SIS",)
+    source: Literal["vae", "SERSIC_ELLIPSE"] = "vae"
+    lens_light: tuple[str, ...] = ()
+    latent: Literal["flow", "normal"] = "normal"
+    likelihood: Literal["gaussian", "poisson"] = "gaussian"
+
+
+class LikelihoodData(NamedTuple):
+    """What the likelihood compares the model with.
+
+    ``image`` has masked (and NaN) pixels set to 0; ``mask`` is True where used;
+    ``sigma`` is the Gaussian σ map (counts/s) or None for ``"poisson"``;
+    ``exptime`` (s, 0 when unknown) and ``background_rms`` (counts/s) are 0-d arrays,
+    so that the whole tuple is a pytree of arrays that can cross ``jax.jit``.
+    """
+
+    image: jnp.ndarray
+    mask: jnp.ndarray
+    sigma: jnp.ndarray | None
+    exptime: jnp.ndarray
+    background_rms: jnp.ndarray
+
+
+def component_params(group: str, name: str) -> tuple[str, ...]:
+    """Parameter names of one component (what the model may sample)."""
+    if group == "lens":
+        from lensgen.lensing.mass import MASS_PROFILES
+
+        if name not in MASS_PROFILES:
+            raise LensgenError(f"unknown lens model {name!r}; choose from {sorted(MASS_PROFILES)}")
+        return tuple(MASS_PROFILES[name].params)
+    if name == "vae":
+        return VAE_PARAMS
+    from lensgen.lensing.light import LIGHT_PROFILES
+
+    if name not in LIGHT_PROFILES or name == "INTERPOL":
+        raise LensgenError(
+            f"unsupported {group} light model {name!r}; use SERSIC_ELLIPSE (or the learned source)"
+        )
+    return tuple(LIGHT_PROFILES[name].params)
+
+
+def parameter_names(spec: ModelSpec) -> list[str]:
+    """Flat names ``<group>.<index>.<param>`` of every scalar parameter of ``spec``."""
+    names = []
+    for i, lens in enumerate(spec.lens):
+        names += [f"lens.{i}.{p}" for p in component_params("lens", lens)]
+    names += [f"source.0.{p}" for p in component_params("source", spec.source)]
+    for i, light in enumerate(spec.lens_light):
+        names += [f"lens_light.{i}.{p}" for p in component_params("lens_light", light)]
+    return names
+
+
+def render_scene(spec: ModelSpec):
+    """Light model names passed to the renderer (the learned source is INTERPOL)."""
+    return ("INTERPOL",) if spec.source == "vae" else (spec.source,)
+
+
+def vae_image(source_model, z, flux, scale):
+    """Surface brightness (counts/s/arcsec²) of the decoded source normalised to ``flux``."""
+    decoded = source_model.decode(z)
+    return flux * decoded / (jnp.sum(decoded) * scale**2)
+
+
+def _sample_component(group: str, index: int, names, priors: dict[str, Prior]) -> dict:
+    values = {}
+    for p in names:
+        site = f"{group}.{index}.{p}"
+        prior = priors[site]
+        values[p] = prior.args[0] if prior.fixed else numpyro.sample(site, prior.to_numpyro())
+    return values
+
+
+def build_params(spec: ModelSpec, priors: dict[str, Prior], source_model=None) -> dict:
+    """Sample every parameter and assemble the renderer's parameter pytree (inside a model)."""
+    params: dict[str, list[dict]] = {"lens": [], "source": [], "lens_light": []}
+    for i, lens in enumerate(spec.lens):
+        params["lens"].append(_sample_component("lens", i, component_params("lens", lens), priors))
+    src = _sample_component("source", 0, component_params("source", spec.source), priors)
+    if spec.source == "vae":
+        d = source_model.latent_dim
+        std_normal = dist.Normal(jnp.zeros(d), 1.0).to_event(1)
+        if spec.latent == "flow":
+            u = numpyro.sample("source.u", std_normal)
+            z = numpyro.deterministic("source.z", source_model.from_normal(u))
+        else:
+            z = numpyro.sample("source.z", std_normal)
+        flux, scale = src.pop("flux"), src["scale"]
+        src["image"] = vae_image(source_model, z, flux, scale)
+        src["amp"] = 1.0
+    params["source"].append(src)
+    for i, light in enumerate(spec.lens_light):
+        names = component_params("lens_light", light)
+        params["lens_light"].append(_sample_component("lens_light", i, names, priors))
+    return params
+
+
+def make_model(spec: ModelSpec, priors: dict[str, Prior], renderer, source_model=None):
+    """The NumPyro model function ``model(data)`` for ``spec``.
+
+    The observation enters as the argument ``data`` (a :class:`LikelihoodData`), not
+    through the closure, so one traced and compiled model (MAP optimiser, NUTS
+    kernel, SVI step) serves every observation of the same shape.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    priors : dict
+        ``{parameter name: Prior}`` covering :func:`parameter_names` of ``spec``.
+    renderer : callable
+        Parameter pytree → model image (counts/s per pixel), e.g. from
+        :func:`lensgen.lensing.render.make_renderer`.
+    source_model : SourceModel, optional
+        Required for ``spec.source == "vae"``.
+    """
+    missing = [n for n in parameter_names(spec) if n not in priors]
+    if missing:
+        raise LensgenError(f"no prior for parameter(s) {missing}")
+    if spec.source == "vae" and source_model is None:
+        raise LensgenError("the learned source needs a source model")
+
+    def model(data: LikelihoodData):
+        params = build_params(spec, priors, source_model)
+        mu = renderer(params)
+        if spec.likelihood == "gaussian":
+            sigma = data.sigma
+        else:
+            sigma = jnp.sqrt(data.background_rms**2 + jnp.maximum(mu, 0.0) / data.exptime)
+        numpyro.sample("obs", dist.Normal(mu, sigma).mask(data.mask).to_event(2), obs=data.image)
+
+    return model
+
+
+def likelihood_data(
+    image: np.ndarray,
+    likelihood: str,
+    noise_map: np.ndarray | None,
+    exptime: float | None,
+    background_rms: float | None,
+    mask: np.ndarray | None = None,
+) -> tuple[LikelihoodData, int]:
+    """Clean the data for :func:`make_model`; returns the data and the number of NaN pixels.
+
+    NaN (or non-finite) image or noise pixels and pixels where ``mask`` is False are
+    excluded from the likelihood.
+
+    Raises
+    ------
+    LensgenError
+        Gaussian without a noise map, Poisson without an exposure time, a mask of
+        the wrong shape, or no usable pixel.
+    """
+    if likelihood == "gaussian" and noise_map is None:
+        raise LensgenError("the Gaussian likelihood needs a noise map")
+    if likelihood == "poisson" and not exptime:
+        raise LensgenError("the Poisson likelihood needs the exposure time")
+    image = np.asarray(image, dtype=np.float64)
+    good = np.isfinite(image)
+    n_nan = int((~good).sum())
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != image.shape:
+            raise LensgenError(f"mask shape {mask.shape} differs from the image {image.shape}")
+        good &= mask
+    sigma = None
+    if likelihood == "gaussian":
+        sigma = np.asarray(noise_map, dtype=np.float64)
+        ok = np.isfinite(sigma) & (sigma > 0)
+        good &= ok
+        sigma = np.where(ok, sigma, 1.0)
+    if not good.any():
+        raise LensgenError("no usable pixels: every pixel is masked or NaN")
+    return (
+        LikelihoodData(
+            image=jnp.asarray(np.where(good, image, 0.0)),
+            mask=jnp.asarray(good),
+            sigma=None if sigma is None else jnp.asarray(sigma),
+            exptime=jnp.asarray(float(exptime or 0.0)),
+            background_rms=jnp.asarray(float(background_rms or 0.0)),
+        ),
+        n_nan,
+    )

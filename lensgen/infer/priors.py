@@ -1,0 +1,251 @@
+"""Priors of the inference model: defaults per parameter and strict TOML overrides.
+
+Parameters are named as the flat truth keys of an observation file,
+``<group>.<index>.<name>`` with lenstronomy's names (``lens.0.theta_E``,
+``source.0.center_x``, ``lens_light.0.R_sersic``), so a posterior lines up with
+the truth of a simulation. A prior is written either as a string
+
+    [priors]
+    lens.0.theta_E = "Uniform(0.5, 4.0)"
+    lens.0.center_x = "Fixed(0.0)"
+
+or as a table ``lens.0.theta_E = { dist = "Normal", loc = 2.0, scale = 0.5 }``.
+``Fixed(v)`` removes the parameter from the sampled set.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lensgen.config import _suggest, load_toml
+from lensgen.errors import ConfigError
+
+#: distribution name -> argument names, in positional order.
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "Normal": ("loc", "scale"),
+    "LogNormal": ("loc", "scale"),
+    "Uniform": ("low", "high"),
+    "TruncatedNormal": ("loc", "scale", "low", "high"),
+    "HalfNormal": ("scale",),
+    "Fixed": ("value",),
+}
+
+_CALL = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$")
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A univariate prior: a distribution name from :data:`DISTRIBUTIONS` and its arguments."""
+
+    dist: str
+    args: tuple[float, ...]
+
+    @property
+    def fixed(self) -> bool:
+        return self.dist == "Fixed"
+
+    def __str__(self) -> str:
+        return f"{self.dist}({', '.join(f'{a:g}' for a in self.args)})"
+
+    def to_numpyro(self):
+        """The matching ``numpyro.distributions`` object (not for ``Fixed``)."""
+        import numpyro.distributions as dist
+
+        a = self.args
+        if self.dist == "Normal":
+            return dist.Normal(a[0], a[1])
+        if self.dist == "LogNormal":
+            return dist.LogNormal(a[0], a[1])
+        if self.dist == "Uniform":
+            return dist.Uniform(a[0], a[1])
+        if self.dist == "TruncatedNormal":
+            return dist.TruncatedNormal(a[0], a[1], low=a[2], high=a[3])
+        if self.dist == "HalfNormal":
+            return dist.HalfNormal(a[0])
+        raise ValueError(f"prior {self} has no distribution (it is fixed)")
+
+    def support(self) -> tuple[float, float]:
+        """Interval holding the prior mass (used for initial values and checks)."""
+        a = self.args
+        if self.dist in ("Uniform",):
+            return a[0], a[1]
+        if self.dist == "TruncatedNormal":
+            return a[2], a[3]
+        if self.dist in ("LogNormal", "HalfNormal"):
+            return 0.0, math.inf
+        if self.dist == "Fixed":
+            return a[0], a[0]
+        return -math.inf, math.inf
+
+
+def _check(dist: str, args: tuple[float, ...], where: str) -> Prior:
+    names = DISTRIBUTIONS[dist]
+    if len(args) != len(names):
+        raise ConfigError(
+            f"{where}: {dist} takes {len(names)} argument(s) ({', '.join(names)}), got {len(args)}"
+        )
+    if not all(math.isfinite(a) for a in args):
+        raise ConfigError(f"{where}: {dist} arguments must be finite numbers, got {args}")
+    values = dict(zip(names, args, strict=True))
+    if "scale" in values and values["scale"] <= 0:
+        raise ConfigError(f"{where}: {dist} scale must be > 0, got {values['scale']}")
+    if "low" in values and not values["low"] < values["high"]:
+        raise ConfigError(
+            f"{where}: {dist} needs low < high, got {values['low']}, {values['high']}"
+        )
+    return Prior(dist, tuple(float(a) for a in args))
+
+
+def _dist_name(name: str, where: str) -> str:
+    if name not in DISTRIBUTIONS:
+        raise ConfigError(
+            f"{where}: unknown distribution '{name}'{_suggest(name, list(DISTRIBUTIONS))}"
+        )
+    return name
+
+
+def parse_prior(value: Any, where: str) -> Prior:
+    """Parse ``"Normal(2.0, 0.5)"``, a number (fixed) or a ``{dist = ..., ...}`` table.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``where`` and what is wrong (unknown distribution, argument count or
+        names, non-positive scale, low ≥ high).
+    """
+    if isinstance(value, bool):
+        raise ConfigError(
+            f'{where}: expected a distribution like "Normal(2.0, 0.5)", got {value!r}'
+        )
+    if isinstance(value, (int, float)):
+        return _check("Fixed", (float(value),), where)
+    if isinstance(value, str):
+        match = _CALL.match(value)
+        if not match:
+            raise ConfigError(
+                f'{where}: cannot parse {value!r}; write a distribution like "Normal(2.0, 0.5)"'
+            )
+        name = _dist_name(match.group(1), where)
+        try:
+            parsed = ast.literal_eval(f"({match.group(2)},)") if match.group(2).strip() else ()
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"{where}: arguments of {value!r} must be numbers") from None
+        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in parsed):
+            raise ConfigError(f"{where}: arguments of {value!r} must be numbers")
+        return _check(name, tuple(float(a) for a in parsed), where)
+    if isinstance(value, Mapping):
+        if "dist" not in value:
+            raise ConfigError(f"{where}: a prior table needs a 'dist' key, e.g. dist = \"Normal\"")
+        name = _dist_name(str(value["dist"]), where)
+        names = DISTRIBUTIONS[name]
+        for k in value:
+            if k != "dist" and k not in names:
+                raise ConfigError(
+                    f"{where}: unknown argument '{k}' for {name}{_suggest(k, list(names))}"
+                )
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ConfigError(f"{where}: {name} is missing argument(s) {', '.join(missing)}")
+        args = []
+        for n in names:
+            v = value[n]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{where}.{n}: expected a number, got {v!r}")
+            args.append(float(v))
+        return _check(name, tuple(args), where)
+    raise ConfigError(f"{where}: expected a distribution string or table, got {value!r}")
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML dotted keys nest (``lens.0.theta_E``); undo that, stopping at prior tables."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and "dist" not in value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def parse_priors(table: Mapping[str, Any], where: str = "[priors]") -> dict[str, Prior]:
+    """Parse a ``[priors]`` table into ``{parameter name: Prior}``."""
+    return {name: parse_prior(value, f"{where} {name}") for name, value in _flatten(table).items()}
+
+
+def load_priors(path: str | Path) -> dict[str, Prior]:
+    """Read the ``[priors]`` table of a TOML file (other top-level keys are errors)."""
+    data = load_toml(path)
+    unknown = [k for k in data if k != "priors"]
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key '{unknown[0]}'; priors go in [priors]")
+    table = data.get("priors", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: [priors] must be a table")
+    return parse_priors(table, f"{path} [priors]")
+
+
+# Defaults by parameter name (the part after "<group>.<index>."); group-specific first.
+_DEFAULTS: dict[str, str] = {
+    "lens.theta_E": "Uniform(0.2, 4.0)",
+    "lens.gamma": "TruncatedNormal(2.0, 0.2, 1.5, 2.5)",
+    "lens.e1": "TruncatedNormal(0.0, 0.2, -0.5, 0.5)",
+    "lens.e2": "TruncatedNormal(0.0, 0.2, -0.5, 0.5)",
+    "lens.center_x": "Normal(0.0, 0.1)",
+    "lens.center_y": "Normal(0.0, 0.1)",
+    "lens.gamma1": "Normal(0.0, 0.05)",
+    "lens.gamma2": "Normal(0.0, 0.05)",
+    "lens.ra_0": "Fixed(0.0)",
+    "lens.dec_0": "Fixed(0.0)",
+    "source.center_x": "Normal(0.0, 0.3)",
+    "source.center_y": "Normal(0.0, 0.3)",
+    "source.flux": "LogNormal(3.0, 1.5)",
+    "source.amp": "LogNormal(1.0, 2.0)",
+    "source.scale": "LogNormal(-3.5, 0.5)",
+    "source.phi_G": "Normal(0.0, 1.0)",
+    "source.R_sersic": "LogNormal(-1.4, 0.7)",
+    "source.n_sersic": "Uniform(0.5, 6.0)",
+    "source.e1": "TruncatedNormal(0.0, 0.2, -0.6, 0.6)",
+    "source.e2": "TruncatedNormal(0.0, 0.2, -0.6, 0.6)",
+    "lens_light.amp": "LogNormal(0.0, 2.0)",
+    "lens_light.R_sersic": "LogNormal(0.0, 0.7)",
+    "lens_light.n_sersic": "Uniform(0.5, 8.0)",
+    "lens_light.e1": "TruncatedNormal(0.0, 0.2, -0.6, 0.6)",
+    "lens_light.e2": "TruncatedNormal(0.0, 0.2, -0.6, 0.6)",
+    "lens_light.center_x": "Normal(0.0, 0.1)",
+    "lens_light.center_y": "Normal(0.0, 0.1)",
+}
+
+
+def default_prior(name: str) -> Prior:
+    """The default prior of parameter ``name`` (``"lens.0.theta_E"``)."""
+    group, _, param = name.split(".", 2)
+    text = _DEFAULTS.get(f"{group}.{param}")
+    if text is None:
+        raise ConfigError(f"no default prior for parameter '{name}'")
+    return parse_prior(text, f"default prior of {name}")
+
+
+def resolve_priors(
+    names: Iterable[str], overrides: Mapping[str, Prior], where: str = "[priors]"
+) -> dict[str, Prior]:
+    """Defaults for ``names`` updated by ``overrides``; an override naming no parameter is an error."""
+    names = list(names)
+    for key in overrides:
+        if key not in names:
+            raise ConfigError(f"{where}: unknown parameter '{key}'{_suggest(key, names)}")
+    return {n: overrides.get(n) or default_prior(n) for n in names}
+
+
+def format_priors(priors: Mapping[str, Prior]) -> str:
+    """The priors as TOML text (valid input for ``--priors``)."""
+    width = max((len(n) for n in priors), default=0)
+    lines = ["[priors]"]
+    lines += [f'{name:<{width}} = "{prior}"' for name, prior in priors.items()]
+    return "\n".join(lines) + "\n"

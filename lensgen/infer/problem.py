@@ -1,0 +1,291 @@
+"""The inference problem of one observation: settings, model, data and results.
+
+:func:`build_problem` turns an :class:`~lensgen.io.fits.Observation` and an
+:class:`InferConfig` into a :class:`Problem`: a NumPyro model that takes the
+observed data as its argument, one jitted renderer, the cleaned data and the
+priors. :func:`with_data` swaps in another observation of the same shape while
+keeping the model (and so every compiled optimiser and sampler) unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+
+from lensgen.errors import LensgenError
+from lensgen.infer.model import (
+    LikelihoodData,
+    ModelSpec,
+    build_params,
+    likelihood_data,
+    make_model,
+    parameter_names,
+    render_scene,
+)
+from lensgen.infer.priors import Prior, load_priors, resolve_priors
+
+GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Settings of ``lensgen infer`` (TOML section-free keys; CLI flags override).
+
+    ``lens = ()``, ``source = "auto"`` and ``lens_light = "auto"`` take the model
+    from the file's SCENE cards (simulations), else SIE + SHEAR, the learned
+    source and no lens light. ``likelihood = "auto"``: Gaussian with the NOISE
+    map when the file has one, else the Poisson-like model from EXPTIME/BKGRMS.
+    ``exptime`` (s) and ``background_rms`` (counts/s) supply or replace the header's.
+    """
+
+    method: Literal["nuts", "svi", "map", "nuts+svi"] = "nuts"
+    lens: tuple[str, ...] = ()
+    source: Literal["auto", "vae", "SERSIC_ELLIPSE"] = "auto"
+    lens_light: Literal["auto", "none", "SERSIC_ELLIPSE"] = "auto"
+    source_model: str = ""
+    latent_prior: Literal["auto", "flow", "normal"] = "auto"
+    likelihood: Literal["auto", "gaussian", "poisson"] = "auto"
+    priors: str = ""
+    mask: str = ""
+    exptime: float | None = None
+    background_rms: float | None = None
+    num_chains: int = 4
+    num_warmup: int = 500
+    num_samples: int = 500
+    target_accept: float = 0.8
+    max_tree_depth: int = 8
+    dense_mass: bool = True
+    mass_matrix: Literal["laplace", "adapt"] = "laplace"
+    map_steps: int = 1500
+    map_restarts: int = 8
+    map_lr: float = 0.03
+    svi_guide: Literal["AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal"] = "AutoNormal"
+    svi_steps: int = 3000
+    svi_lr: float = 0.005
+    svi_samples: int = 2000
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("num_chains", "num_samples", "map_steps", "map_restarts", "svi_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_warmup < 0 or self.svi_steps < 0:
+            raise ValueError("num_warmup and svi_steps must be >= 0")
+        if not 0.0 < self.target_accept < 1.0:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
+        if not 1 <= self.max_tree_depth <= 15:
+            raise ValueError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
+
+
+class Problem(NamedTuple):
+    """Everything needed to evaluate and plot the model of one observation.
+
+    ``model`` is called as ``model(data)``; ``data`` is this observation's
+    :class:`~lensgen.infer.model.LikelihoodData`.
+    """
+
+    spec: ModelSpec
+    priors: dict[str, Prior]
+    model: Any
+    renderer: Any
+    scene: Any
+    data: LikelihoodData
+    source_model: Any
+    psf: np.ndarray | None
+
+
+class InferenceResult(NamedTuple):
+    """Posterior draws and diagnostics of one method.
+
+    ``samples`` maps site names to arrays (chain, draw, ...) in constrained space
+    (for SVI and MAP one chain); ``sample_stats`` holds NUTS per-draw statistics
+    (``diverging``, ``lp``, ``acceptance_rate``, ``n_steps``); ``point`` the MAP
+    values used to initialise; ``diagnostics`` scalars and curves
+    (``divergences``, ``wall_time_s``, ``elbo``, ``map_loss``).
+    """
+
+    method: str
+    samples: dict[str, np.ndarray]
+    sample_stats: dict[str, np.ndarray]
+    point: dict[str, np.ndarray]
+    diagnostics: dict[str, Any]
+
+
+def _scene_defaults(config: InferConfig, obs) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    scene = obs.scene or {}
+    lens = tuple(config.lens) or tuple(scene.get("lens") or ("SIE", "SHEAR"))
+    if config.source != "auto":
+        source = config.source
+    else:
+        names = scene.get("source") or ["INTERPOL"]
+        if len(names) != 1 or names[0] not in ("INTERPOL", "SERSIC_ELLIPSE"):
+            raise LensgenError(
+                f"{obs.path}: cannot model the source {names}; pass --source vae or SERSIC_ELLIPSE"
+            )
+        source = "vae" if names[0] == "INTERPOL" else "SERSIC_ELLIPSE"
+    if config.lens_light == "auto":
+        light = tuple(scene.get("lens_light") or ())
+    else:
+        light = () if config.lens_light == "none" else (config.lens_light,)
+    return lens, source, light
+
+
+def _likelihood(
+    config: InferConfig, obs, kind: str | None = None
+) -> tuple[str, np.ndarray | None, float | None, float]:
+    """Likelihood kind, σ map, exposure time and background rms for ``obs``."""
+    where = obs.path or "observation"
+    exptime = config.exptime if config.exptime is not None else obs.exptime
+    bkg = config.background_rms if config.background_rms is not None else obs.background_rms
+    kind = kind or config.likelihood
+    if kind == "auto":
+        kind = "gaussian" if obs.noise_map is not None else "poisson"
+    if kind == "gaussian":
+        if obs.noise_map is not None:
+            return kind, obs.noise_map, exptime, bkg or 0.0
+        if bkg is None:
+            raise LensgenError(
+                f"{where}: the Gaussian likelihood needs a noise map: add a NOISE extension "
+                "(σ per pixel, counts/s) or the BKGRMS header keyword (counts/s), "
+                "or pass --background-rms"
+            )
+        sigma = np.sqrt(bkg**2 + (np.maximum(obs.image, 0.0) / exptime if exptime else 0.0))
+        return kind, sigma, exptime, bkg
+    if not exptime:
+        raise LensgenError(
+            f"{where}: the Poisson likelihood needs the exposure time: add the EXPTIME header "
+            "keyword (s) or pass --exptime (or use a NOISE extension with --likelihood gaussian)"
+        )
+    if bkg is None:
+        raise LensgenError(
+            f"{where}: the Poisson likelihood needs the background noise: add the BKGRMS header "
+            "keyword (counts/s) or pass --background-rms"
+        )
+    return kind, None, exptime, bkg
+
+
+def build_problem(
+    config: InferConfig, obs, source_model=None, mask: np.ndarray | None = None
+) -> Problem:
+    """The model of ``obs`` under ``config`` (loads the source model and priors as needed)."""
+    from lensgen.lensing.render import Scene, make_renderer
+
+    lens, source, light = _scene_defaults(config, obs)
+    kind, sigma, exptime, bkg = _likelihood(config, obs)
+    latent = "normal"
+    if source == "vae":
+        if source_model is None:
+            from lensgen.source.model import load_source_model
+
+            source_model = load_source_model(config.source_model or None)
+        if config.latent_prior == "flow" and not source_model.has_flow:
+            raise LensgenError("--latent-prior flow: the source model has no flow")
+        latent = "flow" if config.latent_prior != "normal" and source_model.has_flow else "normal"
+    spec = ModelSpec(lens=lens, source=source, lens_light=light, latent=latent, likelihood=kind)
+    overrides = load_priors(config.priors) if config.priors else {}
+    priors = resolve_priors(parameter_names(spec), overrides, config.priors or "[priors]")
+    data, n_nan = likelihood_data(obs.image, kind, sigma, exptime, bkg, mask)
+    if n_nan:
+        warnings.warn(
+            f"{obs.path or 'observation'}: {n_nan} NaN pixel(s) masked out of the likelihood",
+            stacklevel=2,
+        )
+    scene = Scene(
+        lens=lens,
+        source=render_scene(spec),
+        lens_light=light,
+        shape=obs.image.shape,
+        pixel_scale=obs.pixel_scale,
+        supersample=obs.supersample,
+    )
+    psf = None if obs.psf is None else np.asarray(obs.psf)
+    renderer = make_renderer(scene, None if psf is None else jnp.asarray(psf))
+    model = make_model(spec, priors, renderer, source_model)
+    return Problem(spec, priors, model, renderer, scene, data, source_model, psf)
+
+
+def with_data(problem: Problem, obs, mask: np.ndarray | None = None, config=None) -> Problem:
+    """``problem`` with the data of ``obs`` (same image shape, pixel scale and supersampling).
+
+    The model, renderer and priors are kept, so compiled MAP, NUTS and SVI
+    programs are reused (used by the calibration over many simulated lenses). The
+    PSF of ``obs`` must equal the problem's, which is baked into the renderer.
+    """
+    where = obs.path or "observation"
+    if (
+        tuple(obs.image.shape) != problem.scene.shape
+        or not np.isclose(obs.pixel_scale, problem.scene.pixel_scale)
+        or obs.supersample != problem.scene.supersample
+    ):
+        raise LensgenError(
+            f"{where}: image {obs.image.shape} at {obs.pixel_scale}″ (supersample "
+            f"{obs.supersample}) differs from the problem's {problem.scene.shape} at "
+            f"{problem.scene.pixel_scale}″ ({problem.scene.supersample})"
+        )
+    same_psf = (obs.psf is None and problem.psf is None) or (
+        obs.psf is not None
+        and problem.psf is not None
+        and obs.psf.shape == problem.psf.shape
+        and np.allclose(obs.psf, problem.psf)
+    )
+    if not same_psf:
+        raise LensgenError(f"{where}: the PSF differs from the problem's; build a new problem")
+    kind, sigma, exptime, bkg = _likelihood(config or InferConfig(), obs, problem.spec.likelihood)
+    data, n_nan = likelihood_data(obs.image, kind, sigma, exptime, bkg, mask)
+    if n_nan:
+        warnings.warn(f"{where}: {n_nan} NaN pixel(s) masked out of the likelihood", stacklevel=2)
+    return problem._replace(data=data)
+
+
+def render_values(problem: Problem, values: dict[str, Any]) -> tuple[dict, jnp.ndarray]:
+    """Parameter pytree and model image at given site values (unsampled sites from the prior)."""
+    values = {k: jnp.asarray(v) for k, v in values.items()}
+    with handlers.seed(rng_seed=0), handlers.substitute(data=values):
+        # Parameters only: the likelihood (and so the data) is not needed here.
+        params = build_params(problem.spec, problem.priors, problem.source_model)
+    return params, problem.renderer(params)
+
+
+def _keys(key) -> jnp.ndarray:
+    """NumPyro wants raw uint32 keys; accept new-style typed keys too."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return key
+
+
+def load_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """A FITS mask (primary HDU, non-zero = use the pixel) matching the image shape."""
+    from astropy.io import fits
+
+    try:
+        data = fits.getdata(path)
+    except (OSError, ValueError) as exc:
+        raise LensgenError(f"mask file {path}: cannot read: {exc}") from None
+    if data is None or data.shape != tuple(shape):
+        got = None if data is None else data.shape
+        raise LensgenError(f"mask file {path}: shape {got} differs from the image {tuple(shape)}")
+    return np.asarray(data) != 0
+
+
+def prior_table(config: InferConfig, obs_path: str | Path | None = None) -> str:
+    """The resolved priors of the model ``config`` gives for ``obs_path`` (or no file), as TOML."""
+    from lensgen.io.fits import Observation, read_observation
+
+    obs = read_observation(obs_path) if obs_path is not None else Observation(np.zeros((1, 1)), 1.0)
+    lens, source, light = _scene_defaults(config, obs)
+    spec = ModelSpec(lens=lens, source=source, lens_light=light)
+    overrides = load_priors(config.priors) if config.priors else {}
+    priors = resolve_priors(parameter_names(spec), overrides, config.priors or "[priors]")
+    from lensgen.infer.priors import format_priors
+
+    text = format_priors(priors)
+    if source == "vae":
+        text += "# source latent: u ~ N(0, I), z = flow(u) when the model has a flow, else z ~ N(0, I)\n"
+    return text

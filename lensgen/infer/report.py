@@ -1,0 +1,286 @@
+"""Inference outputs: ArviZ InferenceData (netCDF), summary table, corner and fit plots.
+
+Per method ``m`` the output directory holds ``posterior_m.nc`` (posterior,
+sample_stats, observed_data), ``summary_m.csv`` (mean, sd, 94% HDI, R-hat, bulk
+and tail ESS, plus the divergence count), ``corner_m.png``; for the whole run
+``bestfit.png`` (data, model, normalised residuals, reconstructed source, critical
+curves and caustics) and ``theta_E.png`` (p(θ_E | obs) of every method, truth
+marked when the file has one).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensgen.infer.problem import InferenceResult, Problem, render_values
+from lensgen.io.atomic import atomic_path
+
+SUMMARY_COLUMNS = ["mean", "sd", "hdi_3%", "hdi_97%", "r_hat", "ess_bulk", "ess_tail"]
+
+
+def scalar_names(result: InferenceResult) -> list[str]:
+    """Scalar parameters of a result, in model order (latent vectors excluded)."""
+    return [k for k, v in result.samples.items() if v.ndim == 2]
+
+
+def to_inference_data(result: InferenceResult, observed: np.ndarray | None = None):
+    """ArviZ ``InferenceData`` with posterior, sample_stats and observed_data groups."""
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        dims = {k: [f"{k}_dim"] for k, v in result.samples.items() if v.ndim == 3}
+        kwargs: dict[str, Any] = {"posterior": dict(result.samples), "dims": dims}
+        if result.sample_stats:
+            kwargs["sample_stats"] = dict(result.sample_stats)
+        if observed is not None:
+            kwargs["observed_data"] = {"image": np.asarray(observed)}
+            kwargs["dims"]["image"] = ["y", "x"]
+        idata = az.from_dict(**kwargs)
+    idata.posterior.attrs["inference_method"] = result.method
+    return idata
+
+
+def summary(result: InferenceResult):
+    """Summary table (pandas DataFrame) of the scalar parameters; 94% HDI."""
+    import arviz as az
+
+    idata = to_inference_data(result)
+    names = scalar_names(result)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.summary(idata, var_names=names, hdi_prob=0.94, kind="all", round_to="none")
+    table = table[SUMMARY_COLUMNS]
+    table["divergences"] = result.diagnostics.get("divergences", 0)
+    return table
+
+
+def print_summary(table, method: str, truth: dict[str, float], console) -> None:
+    """Print the summary with rich (truth column when known)."""
+    from rich.table import Table
+
+    out = Table(title=f"posterior ({method})")
+    out.add_column("parameter")
+    for col in ["truth", *SUMMARY_COLUMNS] if truth else SUMMARY_COLUMNS:
+        out.add_column(col, justify="right")
+    for name, row in table.iterrows():
+        cells = [f"{truth[name]:.4g}" if name in truth else "-"] if truth else []
+        cells += [f"{row[c]:.4g}" for c in SUMMARY_COLUMNS]
+        out.add_row(str(name), *cells)
+    console.print(out)
+    n_div = int(table["divergences"].iloc[0]) if len(table) else 0
+    if n_div:
+        console.print(f"[bold yellow]warning:[/] {n_div} divergent transition(s) in {method}")
+
+
+def _save_fig(fig, path: Path, overwrite: bool) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
+def corner_plot(
+    result: InferenceResult,
+    truth: dict[str, float],
+    path: Path,
+    overwrite: bool,
+    max_params: int = 8,
+):
+    """A corner plot of up to ``max_params`` scalar parameters (lens first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in scalar_names(result) if np.ptp(result.samples[n]) > 0][:max_params]
+    n = len(names)
+    fig, axes = plt.subplots(n, n, figsize=(1.8 * n + 1, 1.8 * n + 1), squeeze=False)
+    flat = {k: result.samples[k].reshape(-1) for k in names}
+    for i, yi in enumerate(names):
+        for j, xj in enumerate(names):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                ax.hist(flat[xj], bins=30, histtype="step", color="k")
+                if xj in truth:
+                    ax.axvline(truth[xj], color="tab:red")
+                ax.set_yticks([])
+            else:
+                ax.plot(flat[xj], flat[yi], ",", color="k", alpha=0.3)
+                if xj in truth and yi in truth:
+                    ax.plot(truth[xj], truth[yi], "s", color="tab:red", ms=4)
+            if i == n - 1:
+                ax.set_xlabel(xj, fontsize=7)
+            if j == 0 and i > 0:
+                ax.set_ylabel(yi, fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle(f"{result.method} posterior")
+    return _save_fig(fig, path, overwrite)
+
+
+def theta_e_plot(
+    results: list[InferenceResult], truth: dict[str, float], path: Path, overwrite: bool
+):
+    """p(θ_E | obs) of each method overlaid (the seed talk's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for res, color in zip(results, ["tab:blue", "tab:orange", "tab:green"], strict=False):
+        draws = res.samples["lens.0.theta_E"].reshape(-1)
+        if np.ptp(draws) > 0:
+            ax.hist(
+                draws,
+                bins=40,
+                density=True,
+                histtype="step",
+                lw=2,
+                color=color,
+                label=f"{res.method.upper()}: {draws.mean():.4f} ± {draws.std():.4f}",
+            )
+        else:
+            ax.axvline(draws[0], color=color, lw=2, label=f"{res.method.upper()}: {draws[0]:.4f}")
+    if "lens.0.theta_E" in truth:
+        ax.axvline(
+            truth["lens.0.theta_E"],
+            color="k",
+            ls="--",
+            label=f"truth {truth['lens.0.theta_E']:.4g}",
+        )
+    ax.set_xlabel(r"$\theta_E$ [arcsec]")
+    ax.set_ylabel(r"$p(\theta_E\,|\,\mathrm{obs})$")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save_fig(fig, path, overwrite)
+
+
+def posterior_point(result: InferenceResult) -> dict[str, np.ndarray]:
+    """Posterior median of every site (the MAP for ``map``)."""
+    return {k: np.median(v.reshape(-1, *v.shape[2:]), axis=0) for k, v in result.samples.items()}
+
+
+def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, overwrite: bool):
+    """Data, model, normalised residuals, reconstructed source with caustics, critical curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lensgen.lensing.render import render_source_plane
+
+    values = posterior_point(result)
+    if problem.spec.latent == "flow":
+        values.pop("source.z", None)
+    params, model = render_values(problem, values)
+    model = np.asarray(model)
+    data = np.where(np.asarray(problem.data.mask), np.asarray(problem.data.image), np.nan)
+    if problem.data.sigma is not None:
+        sigma = np.asarray(problem.data.sigma)
+    else:
+        sigma = np.sqrt(
+            problem.data.background_rms**2 + np.maximum(model, 0) / problem.data.exptime
+        )
+    resid = (data - model) / sigma
+    ny, nx = obs.image.shape
+    half = 0.5 * np.array([nx, ny]) * obs.pixel_scale
+    extent = (-half[0], half[0], -half[1], half[1])
+    src = np.asarray(
+        render_source_plane(problem.scene, params, obs.image.shape, obs.pixel_scale / 2)
+    )
+    curves = _critical_curves(problem, params, obs)
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
+    vmax = np.nanpercentile(data, 99.5)
+    for ax, img, title in ((axes[0], data, "data"), (axes[1], model, "model")):
+        im = ax.imshow(img, origin="lower", extent=extent, vmin=0, vmax=vmax, cmap="magma")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        ax.set_title(title)
+    im = axes[2].imshow(resid, origin="lower", extent=extent, vmin=-4, vmax=4, cmap="RdBu_r")
+    fig.colorbar(im, ax=axes[2], shrink=0.8)
+    chi2 = np.nansum(resid**2) / max(int(np.isfinite(resid).sum()), 1)
+    axes[2].set_title(f"(data − model)/σ, χ²/N = {chi2:.3f}")
+    im = axes[3].imshow(src, origin="lower", extent=tuple(e / 2 for e in extent), cmap="magma")
+    fig.colorbar(im, ax=axes[3], shrink=0.8)
+    axes[3].set_title("reconstructed source + caustics")
+    for crit, caus in curves:
+        axes[1].plot(crit[0], crit[1], color="cyan", lw=0.8)
+        axes[3].plot(caus[0], caus[1], color="cyan", lw=0.8)
+    axes[3].set_xlim(extent[0] / 2, extent[1] / 2)
+    axes[3].set_ylim(extent[2] / 2, extent[3] / 2)
+    for ax in axes:
+        ax.set_xlabel("x [arcsec]")
+    fig.suptitle(f"best fit ({result.method}, posterior median)")
+    fig.tight_layout()
+    return _save_fig(fig, path, overwrite)
+
+
+def _critical_curves(problem: Problem, params, obs) -> list[tuple[Any, Any]]:
+    """Critical curves and caustics from raytrace (pairs of (x, y) polylines)."""
+    from lensgen.lensing import raytrace
+
+    lens = [{k: float(v) for k, v in comp.items()} for comp in params["lens"]]
+    crit, caus = raytrace.critical_curves_and_caustics(
+        problem.scene.lens, lens, obs.image.shape, obs.pixel_scale, supersample=2
+    )
+    return list(zip(crit, caus, strict=False))
+
+
+def write_results(
+    out: Path,
+    problem: Problem,
+    obs,
+    results: list[InferenceResult],
+    overwrite: bool,
+    console=None,
+) -> dict[str, Path]:
+    """Write every output of a run into ``out``; returns name → path."""
+    out.mkdir(parents=True, exist_ok=True)
+    truth = dict(obs.truth)
+    paths: dict[str, Path] = {}
+    for res in results:
+        m = res.method
+        idata = to_inference_data(res, obs.image)
+        with atomic_path(out / f"posterior_{m}.nc", overwrite) as tmp:
+            idata.to_netcdf(str(tmp), engine="h5netcdf")
+        paths[f"posterior_{m}"] = out / f"posterior_{m}.nc"
+        table = summary(res)
+        with atomic_path(out / f"summary_{m}.csv", overwrite) as tmp:
+            table.to_csv(tmp, index_label="parameter")
+        paths[f"summary_{m}"] = out / f"summary_{m}.csv"
+        if console is not None:
+            print_summary(table, m, truth, console)
+        if m != "map":
+            paths[f"corner_{m}"] = corner_plot(res, truth, out / f"corner_{m}.png", overwrite)
+        if "elbo" in res.diagnostics and len(res.diagnostics["elbo"]):
+            paths["elbo"] = _elbo_plot(res.diagnostics["elbo"], out / "elbo.png", overwrite)
+    paths["bestfit"] = bestfit_plot(problem, obs, results[0], out / "bestfit.png", overwrite)
+    if any("lens.0.theta_E" in r.samples for r in results):
+        paths["theta_E"] = theta_e_plot(results, truth, out / "theta_E.png", overwrite)
+    return paths
+
+
+def _elbo_plot(elbo: np.ndarray, path: Path, overwrite: bool) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(np.arange(1, len(elbo) + 1), elbo, lw=0.8)
+    lo = np.percentile(elbo, 5)
+    ax.set_ylim(lo, elbo.max() + 0.05 * (elbo.max() - lo + 1))
+    ax.set_xlabel("step")
+    ax.set_ylabel("ELBO")
+    fig.tight_layout()
+    return _save_fig(fig, path, overwrite)

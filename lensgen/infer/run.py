@@ -1,0 +1,112 @@
+"""Inference workflow: MAP, then NUTS and/or SVI, then the outputs (``lensgen infer``).
+
+The pieces live in :mod:`lensgen.infer.problem` (settings, model and data),
+:mod:`lensgen.infer.mapfit` (MAP + Laplace) and :mod:`lensgen.infer.samplers`
+(NUTS, SVI); they are re-exported here so ``lensgen.infer.run`` is the one import
+a notebook needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from lensgen.errors import LensgenError
+from lensgen.infer.mapfit import estimate_geometry, find_map, laplace
+from lensgen.infer.problem import (
+    GUIDES,
+    InferConfig,
+    InferenceResult,
+    Problem,
+    _keys,
+    build_problem,
+    load_mask,
+    prior_table,
+    render_values,
+    with_data,
+)
+from lensgen.infer.samplers import run_nuts, run_svi
+
+__all__ = [
+    "GUIDES",
+    "InferConfig",
+    "InferenceResult",
+    "Problem",
+    "build_problem",
+    "estimate_geometry",
+    "find_map",
+    "laplace",
+    "load_infer_config",
+    "load_mask",
+    "prior_table",
+    "render_values",
+    "run_infer",
+    "run_inference",
+    "run_nuts",
+    "run_svi",
+    "with_data",
+]
+
+
+def run_inference(key, problem: Problem, config: InferConfig) -> list[InferenceResult]:
+    """MAP, then the configured method(s); returns one result per method."""
+    k_map, k_nuts, k_svi = jax.random.split(_keys(key), 3)
+    start = find_map(k_map, problem, config)
+    if config.method == "map":
+        return [start]
+    results = []
+    if config.method in ("nuts", "nuts+svi"):
+        results.append(run_nuts(k_nuts, problem, config, start))
+    if config.method in ("svi", "nuts+svi"):
+        results.append(run_svi(k_svi, problem, config, start))
+    return results
+
+
+def run_infer(
+    config: InferConfig,
+    obs_path: str | Path,
+    out: str | Path,
+    seed: int,
+    overwrite: bool = False,
+    console=None,
+    source_model=None,
+) -> list[InferenceResult]:
+    """The ``lensgen infer`` workflow: read, fit, write the outputs into ``out``.
+
+    Writes the resolved config (``config.toml``) next to the posterior files, see
+    :func:`lensgen.infer.report.write_results`.
+    """
+    from lensgen.config import dumps_toml, to_dict
+    from lensgen.infer.report import write_results
+    from lensgen.io.atomic import atomic_write_text
+    from lensgen.io.fits import read_observation
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise LensgenError(
+            f"output directory {out} is not empty; pass --overwrite to replace files"
+        )
+    obs = read_observation(obs_path)
+    mask = load_mask(config.mask, obs.image.shape) if config.mask else None
+    problem = build_problem(config, obs, source_model, mask)
+    results = run_inference(jax.random.PRNGKey(seed), problem, config)
+    paths = write_results(out, problem, obs, results, overwrite=True, console=console)
+    resolved = {k: v for k, v in to_dict(config).items() if v is not None}
+    atomic_write_text(
+        out / "config.toml",
+        f"# lensgen infer {obs_path} --seed {seed}\n" + dumps_toml(resolved),
+        overwrite=True,
+    )
+    if console is not None:
+        console.print(f"wrote {len(paths) + 1} files to {out}")
+    return results
+
+
+def load_infer_config(path: str | Path | None, overrides: dict[str, Any]) -> InferConfig:
+    """Defaults ← TOML file (top-level InferConfig keys, strict) ← flags (``None`` = unset)."""
+    from lensgen.config import from_dict, load_toml, with_overrides
+
+    cfg = InferConfig() if path is None else from_dict(InferConfig, load_toml(path), str(path))
+    return with_overrides(cfg, overrides)

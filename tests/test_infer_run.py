@@ -1,0 +1,296 @@
+"""Inference on small simulated lenses: recovery (MAP, NUTS, SVI), bad input, outputs.
+
+The learned source is replaced by a stand-in SourceModel whose decoder is a
+differentiable elliptical Gaussian blob set by z, so these tests do not depend on
+a trained network; the seed case with the embedded model is in test_infer_cli.py.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lensgen.errors import LensgenError
+from lensgen.infer.model import vae_image
+from lensgen.infer.run import (
+    InferConfig,
+    build_problem,
+    find_map,
+    run_infer,
+    run_inference,
+    run_nuts,
+    run_svi,
+)
+from lensgen.io.fits import Observation, read_observation, write_observation
+from lensgen.lensing.instrument import add_noise, gaussian_psf, noise_map
+from lensgen.lensing.render import Scene, make_renderer
+
+NPIX, PIXSCALE = 32, 0.18
+
+
+@dataclasses.dataclass(frozen=True)
+class BlobSource:
+    """Stand-in SourceModel: z sets the size and elongation of a Gaussian blob."""
+
+    has_flow: bool = False
+    latent_dim: int = 2
+    image_shape: tuple[int, int] = (24, 24)
+    pixel_scale: float = 0.1
+    flux_scale: float = 1.0
+
+    def decode(self, z):
+        h, w = self.image_shape
+        v, u = jnp.meshgrid(jnp.arange(h) - (h - 1) / 2, jnp.arange(w) - (w - 1) / 2, indexing="ij")
+        size = 3.0 * jnp.exp(0.3 * z[0])
+        e = 0.3 * jnp.tanh(z[1])
+        return jnp.exp(-0.5 * ((u / (size * (1 + e))) ** 2 + (v / (size * (1 - e))) ** 2))
+
+    def from_normal(self, u):
+        return 0.8 * u + 0.1 if self.has_flow else u
+
+    def prior_log_prob(self, z):
+        return jnp.sum(jax.scipy.stats.norm.logpdf(z))
+
+    def sample(self, key, n):
+        return self.from_normal(jax.random.normal(key, (n, self.latent_dim)))
+
+
+TRUTH = {
+    "lens.0.theta_E": 2.3,
+    "lens.0.center_x": 0.02,
+    "lens.0.center_y": -0.03,
+    "source.0.flux": 40.0,
+    "source.0.center_x": 0.08,
+    "source.0.center_y": 0.05,
+    "source.0.phi_G": 0.3,
+    "source.0.scale": 0.03,
+}
+Z_TRUE = np.array([0.4, -0.6])
+
+
+def blob_observation(seed=1, source_model=BlobSource()):
+    """A 40×40 SIS lens of the stand-in source, Poisson + background noise."""
+    scene = Scene(lens=("SIS",), source=("INTERPOL",), shape=(NPIX, NPIX), pixel_scale=PIXSCALE)
+    t = TRUTH
+    src = {k.split(".")[2]: v for k, v in t.items() if k.startswith("source") and "flux" not in k}
+    src["image"] = vae_image(
+        source_model, jnp.asarray(Z_TRUE), t["source.0.flux"], t["source.0.scale"]
+    )
+    params = {
+        "lens": [{k.split(".")[2]: v for k, v in t.items() if k.startswith("lens")}],
+        "source": [src],
+        "lens_light": [],
+    }
+    psf = gaussian_psf(0.2, PIXSCALE)
+    model = make_renderer(scene, jnp.asarray(psf))(params)
+    image = add_noise(jax.random.key(seed), model, 1000.0, 0.05)
+    return Observation(
+        image=np.asarray(image),
+        pixel_scale=PIXSCALE,
+        psf=psf,
+        noise_map=np.asarray(noise_map(model, 1000.0, 0.05)),
+        exptime=1000.0,
+        background_rms=0.05,
+        model=np.asarray(model),
+        truth=dict(TRUTH),
+        scene={"lens": ["SIS"], "source": ["INTERPOL"], "lens_light": []},
+    )
+
+
+FAST = InferConfig(
+    num_chains=2,
+    num_warmup=100,
+    num_samples=150,
+    map_steps=600,
+    map_restarts=4,
+    map_lr=0.05,
+    svi_steps=600,
+    svi_lr=0.01,
+    svi_samples=500,
+    progress=False,
+    max_tree_depth=6,
+)
+
+
+@pytest.fixture(scope="module")
+def seed_case():
+    """MAP, then NUTS and SVI from it: the steps of ``run_inference`` with the MAP kept."""
+    obs = blob_observation()
+    problem = build_problem(FAST, obs, BlobSource())
+    start = find_map(jax.random.PRNGKey(3), problem, FAST)
+    results = [
+        run_nuts(jax.random.PRNGKey(4), problem, FAST, start),
+        run_svi(jax.random.PRNGKey(5), problem, FAST, start),
+    ]
+    return obs, problem, start, results
+
+
+def test_map_recovers_the_injected_lens(seed_case):
+    obs, problem, res, _ = seed_case
+    assert res.point["lens.0.theta_E"] == pytest.approx(2.3, rel=3e-3)
+    from lensgen.infer.run import render_values
+
+    _, model = render_values(problem, res.point)
+    chi2 = float(np.mean(((obs.image - np.asarray(model)) / obs.noise_map) ** 2))
+    assert 0.8 < chi2 < 1.25  # the MAP model fits the data to the noise
+    assert res.point["source.0.flux"] == pytest.approx(40.0, rel=0.05)
+    # The blob's angular size is 3 e^{0.3 z[0]} decoded pixels × scale: only the
+    # product is measured (z[0] alone trades against scale), to ~1% here.
+    z, scale = res.point["source.z"], res.point["source.0.scale"]
+    size_true = 3.0 * np.exp(0.3 * Z_TRUE[0]) * TRUTH["source.0.scale"]
+    assert 3.0 * np.exp(0.3 * z[0]) * scale == pytest.approx(size_true, rel=0.02)
+    # z[1] sets the elongation, whose sign trades with a 90° turn of phi_G.
+    assert abs(z[1]) == pytest.approx(0.6, abs=0.15)
+    # The optimiser made progress: the final loss is far below the starting one.
+    assert res.diagnostics["map_loss"][-1] < res.diagnostics["map_loss"][0] - 1e3
+
+
+@pytest.mark.parametrize("method", ["nuts", "svi"])
+def test_seed_case_theta_e_recovered(seed_case, method):
+    obs, _, _, results = seed_case
+    res = {r.method: r for r in results}[method]
+    draws = res.samples["lens.0.theta_E"].reshape(-1)
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    assert lo < 2.3 < hi
+    assert abs(draws.mean() - 2.3) < 0.01 * 2.3
+    assert draws.std() > 0  # a posterior, not a point
+    if method == "nuts":
+        assert res.samples["lens.0.theta_E"].shape == (2, 150)
+        assert res.sample_stats["diverging"].shape == (2, 150)
+        assert res.diagnostics["divergences"] == int(res.sample_stats["diverging"].sum())
+    else:
+        elbo = res.diagnostics["elbo"]
+        assert elbo.shape == (600,) and elbo[-50:].mean() > elbo[:50].mean()
+
+
+def test_flow_latent_is_sampled_in_u_space():
+    obs = blob_observation(source_model=BlobSource(has_flow=True))
+    cfg = dataclasses.replace(FAST, method="map")
+    problem = build_problem(cfg, obs, BlobSource(has_flow=True))
+    assert problem.spec.latent == "flow"
+    res = run_inference(jax.random.PRNGKey(0), problem, cfg)[0]
+    # z = 0.8 u + 0.1 is recorded as a deterministic site next to u.
+    np.testing.assert_allclose(res.point["source.z"], 0.8 * res.point["source.u"] + 0.1, rtol=1e-6)
+    assert res.point["source.z"][0] == pytest.approx(Z_TRUE[0], abs=0.15)
+    normal = build_problem(
+        dataclasses.replace(cfg, latent_prior="normal"), obs, BlobSource(has_flow=True)
+    )
+    assert normal.spec.latent == "normal"
+
+
+def test_missing_noise_keywords_name_them():
+    obs = dataclasses.replace(blob_observation(), noise_map=None, exptime=None)
+    with pytest.raises(LensgenError, match="EXPTIME.*--exptime"):
+        build_problem(FAST, obs, BlobSource())
+    obs = dataclasses.replace(obs, exptime=1000.0, background_rms=None)
+    with pytest.raises(LensgenError, match="BKGRMS.*--background-rms"):
+        build_problem(FAST, obs, BlobSource())
+    with pytest.raises(LensgenError, match="NOISE extension.*BKGRMS"):
+        build_problem(dataclasses.replace(FAST, likelihood="gaussian"), obs, BlobSource())
+    # Supplying the keyword on the command line is enough.
+    problem = build_problem(dataclasses.replace(FAST, background_rms=0.05), obs, BlobSource())
+    assert problem.spec.likelihood == "poisson"
+
+
+def test_fits_without_pixel_scale_names_the_keyword(tmp_path):
+    from astropy.io import fits
+
+    path = tmp_path / "bare.fits"
+    fits.PrimaryHDU(np.zeros((8, 8), np.float32)).writeto(path)
+    with pytest.raises(LensgenError, match="PIXSCALE"):
+        run_infer(FAST, path, tmp_path / "out", seed=0)
+
+
+def test_nan_pixels_are_masked_with_a_warning():
+    obs = blob_observation()
+    image = obs.image.copy()
+    image[3:5, 7] = np.nan
+    with pytest.warns(UserWarning, match="2 NaN pixel"):
+        problem = build_problem(FAST, dataclasses.replace(obs, image=image), BlobSource())
+    mask = np.asarray(problem.data.mask)
+    assert mask.sum() == NPIX * NPIX - 2 and not mask[3, 7]
+    assert np.all(np.isfinite(np.asarray(problem.data.image)))
+
+
+def test_divergences_are_reported(capsys):
+    """Divergent transitions reach the summary table and a printed warning."""
+    from rich.console import Console
+
+    from lensgen.infer.report import print_summary, summary
+    from lensgen.infer.run import InferenceResult
+
+    rng = np.random.default_rng(0)
+    diverging = np.zeros((2, 50), bool)
+    diverging[1, [3, 9, 20]] = True
+    res = InferenceResult(
+        "nuts",
+        {"lens.0.theta_E": 2.3 + 0.01 * rng.standard_normal((2, 50))},
+        {"diverging": diverging},
+        {},
+        {"divergences": int(diverging.sum())},
+    )
+    table = summary(res)
+    assert (table["divergences"] == 3).all()
+    assert table.loc["lens.0.theta_E", "mean"] == pytest.approx(2.3, abs=0.005)
+    print_summary(table, "nuts", {"lens.0.theta_E": 2.3}, Console(force_terminal=False))
+    assert "3 divergent transition(s) in nuts" in capsys.readouterr().out
+
+
+def test_poisson_likelihood_variance_follows_the_model():
+    import numpyro
+
+    obs = blob_observation()
+    cfg = dataclasses.replace(FAST, likelihood="poisson")
+    problem = build_problem(cfg, obs, BlobSource())
+    values = {**TRUTH, "source.z": Z_TRUE}
+    values = {k: jnp.asarray(v) for k, v in values.items()}
+    trace = numpyro.handlers.trace(
+        numpyro.handlers.substitute(problem.model, data=values)
+    ).get_trace(problem.data)
+    sigma = trace["obs"]["fn"].base_dist.base_dist.scale
+    model = trace["obs"]["fn"].base_dist.base_dist.loc
+    np.testing.assert_allclose(sigma, np.sqrt(0.05**2 + np.maximum(model, 0) / 1000.0), rtol=1e-6)
+    np.testing.assert_allclose(model, obs.model, rtol=1e-6, atol=1e-9)
+
+
+def test_run_infer_writes_outputs(tmp_path):
+    obs = blob_observation()
+    path = write_observation(tmp_path / "obs.fits", obs)
+    cfg = dataclasses.replace(FAST, method="svi", svi_steps=200, svi_samples=200)
+    run_infer(cfg, path, tmp_path / "out", seed=0, source_model=BlobSource())
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [
+        "bestfit.png",
+        "config.toml",
+        "corner_svi.png",
+        "elbo.png",
+        "posterior_svi.nc",
+        "summary_svi.csv",
+        "theta_E.png",
+    ]
+    import arviz as az
+
+    idata = az.from_netcdf(tmp_path / "out" / "posterior_svi.nc")
+    assert idata.posterior["lens.0.theta_E"].shape == (1, 200)
+    assert idata.observed_data["image"].shape == (NPIX, NPIX)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "summary_svi.csv", index_col=0)
+    assert list(table.columns) == [
+        "mean",
+        "sd",
+        "hdi_3%",
+        "hdi_97%",
+        "r_hat",
+        "ess_bulk",
+        "ess_tail",
+        "divergences",
+    ]
+    assert table.loc["lens.0.theta_E", "mean"] == pytest.approx(2.3, rel=0.01)
+    with pytest.raises(LensgenError, match="not empty"):
+        run_infer(cfg, path, tmp_path / "out", seed=0, source_model=BlobSource())
+    assert read_observation(path).truth["lens.0.theta_E"] == 2.3
+    assert math.isfinite(float(table.loc["lens.0.theta_E", "sd"]))
