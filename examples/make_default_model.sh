@@ -4,8 +4,9 @@
 # load_source_model needs. Run from the repository root; work files go to runs/.
 set -euo pipefail
 mkdir -p runs
-lensgen download-great3 --synthetic --synthetic-grid 100 --max-images 1 --n-stamps 5000 \
-  --seed 0 --cache-dir "$PWD/runs/g3cache" -o runs/default_data.fits --overwrite
+lensgen download-great3 --synthetic -b multiepoch-space-constant --synthetic-grid 100 \
+  --max-images 1 --n-stamps 5000 --seed 0 --cache-dir runs/g3cache \
+  -o runs/space_data.fits --overwrite
 lensgen train-vae examples/default_model.toml -o runs/default_model --overwrite
 lensgen fit-iaf runs/default_model --seed 0 --overwrite
 dest=lensgen/assets/source_model

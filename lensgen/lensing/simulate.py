@@ -79,9 +79,10 @@ def _draw(key: jax.Array, spec: Any, n: int) -> np.ndarray:
     if isinstance(spec, (int, float)):
         return np.full(n, float(spec))
     ((dist, (a, b)),) = spec.items()
+    # Draw in JAX's default float type; the values are then kept in float64.
     if dist == "uniform":
-        return np.asarray(jax.random.uniform(key, (n,), minval=a, maxval=b, dtype=jnp.float64))
-    u = np.asarray(jax.random.normal(key, (n,), dtype=jnp.float64))
+        return np.asarray(jax.random.uniform(key, (n,), minval=a, maxval=b), np.float64)
+    u = np.asarray(jax.random.normal(key, (n,)), np.float64)
     return a + b * u if dist == "normal" else np.exp(a + b * u)
 
 
@@ -194,7 +195,6 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
             p = {k[len(prefix) :]: jnp.asarray(v) for k, v in flat.items() if k.startswith(prefix)}
             if comp.type == "VAE":
                 stamps = jax.vmap(source_model.decode)(jnp.asarray(latents, dtype=jnp.float32))
-                stamps = jnp.asarray(stamps, dtype=jnp.float64)
                 total = stamps.sum(axis=(1, 2))
                 if np.any(np.asarray(total) <= 0):
                     raise LensgenError("the decoded source has no positive flux; check the model")
