@@ -81,10 +81,7 @@ def test_infer_missing_exptime_names_the_keyword(sersic_obs, tmp_path):
 
 
 def test_demo_at_toy_size(tmp_path):
-    from lensgen.source.model import default_model_path
-
-    if not default_model_path().exists():
-        pytest.skip("the embedded source model is not trained in this checkout yet")
+    """The main job end to end with the embedded source model, at toy size."""
     out = tmp_path / "demo"
     args = [
         "demo",
@@ -98,6 +95,10 @@ def test_demo_at_toy_size(tmp_path):
         "40",
         "--svi-steps",
         "100",
+        "--map-steps",
+        "200",
+        "--map-restarts",
+        "2",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -163,7 +163,14 @@ def test_seed_case_theta_e_recovered(seed_case, method):
         assert res.diagnostics["divergences"] == int(res.sample_stats["diverging"].sum())
     else:
         elbo = res.diagnostics["elbo"]
-        assert elbo.shape == (600,) and elbo[-50:].mean() > elbo[:50].mean()
+        assert elbo.shape == (600,) and np.isfinite(elbo).all()
+        # The guide starts at the Laplace approximation, so the ELBO may only stay
+        # level or rise (within its Monte Carlo noise), never fall.
+        noise = elbo[:100].std() / np.sqrt(100)
+        assert elbo[-100:].mean() > elbo[:100].mean() - 4 * noise
+        # Full-rank SVI and NUTS agree on the width of p(θ_E | obs).
+        nuts = {r.method: r for r in results}["nuts"].samples["lens.0.theta_E"]
+        assert draws.std() == pytest.approx(nuts.std(), rel=0.3)
 
 
 def test_flow_latent_is_sampled_in_u_space():
@@ -174,7 +181,8 @@ def test_flow_latent_is_sampled_in_u_space():
     res = run_inference(jax.random.PRNGKey(0), problem, cfg)[0]
     # z = 0.8 u + 0.1 is recorded as a deterministic site next to u.
     np.testing.assert_allclose(res.point["source.z"], 0.8 * res.point["source.u"] + 0.1, rtol=1e-6)
-    assert res.point["source.z"][0] == pytest.approx(Z_TRUE[0], abs=0.15)
+    size = 3.0 * np.exp(0.3 * res.point["source.z"][0]) * res.point["source.0.scale"]
+    assert size == pytest.approx(3.0 * np.exp(0.3 * Z_TRUE[0]) * TRUTH["source.0.scale"], rel=0.02)
     normal = build_problem(
         dataclasses.replace(cfg, latent_prior="normal"), obs, BlobSource(has_flow=True)
     )

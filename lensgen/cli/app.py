@@ -18,6 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Help texts are plain: "[arcsec]" is a unit, not rich markup.
+    rich_markup_mode=None,
 )
 
 

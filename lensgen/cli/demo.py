@@ -16,7 +16,9 @@ def demo(
     num_warmup: int = typer.Option(300, "--num-warmup", help="NUTS warm-up steps per chain."),
     num_samples: int = typer.Option(400, "--num-samples", help="NUTS draws per chain."),
     num_chains: int = typer.Option(2, "--num-chains", help="NUTS chains (vectorised)."),
-    svi_steps: int = typer.Option(2000, "--svi-steps", help="SVI steps."),
+    svi_steps: int = typer.Option(1000, "--svi-steps", help="SVI steps."),
+    map_steps: int = typer.Option(600, "--map-steps", help="MAP Adam steps per restart."),
+    map_restarts: int = typer.Option(4, "--map-restarts", help="MAP restarts."),
     source_model: Path | None = typer.Option(
         None, "--source-model", help="Source model directory (default: the embedded model)."
     ),
@@ -35,6 +37,13 @@ def demo(
         num_samples=num_samples,
         num_chains=num_chains,
         svi_steps=svi_steps,
+        map_steps=map_steps,
+        map_restarts=map_restarts,
         source_model="" if source_model is None else str(source_model),
     )
+    import jax
+
+    # Posterior widths of ~1e-5 of θ_E under log-likelihoods of ~1e4 need double
+    # precision in the Newton polish, the Laplace mass matrix and the NUTS energy.
+    jax.config.update("jax_enable_x64", True)
     run_demo(cfg, out, seed=seed, overwrite=overwrite, console=console)

@@ -71,13 +71,15 @@ def infer(
         None, "--max-tree-depth", help="NUTS maximum tree depth (default 8)."
     ),
     svi_guide: str | None = typer.Option(
-        None, "--svi-guide", help="AutoNormal, AutoMultivariateNormal or AutoIAFNormal."
+        None,
+        "--svi-guide",
+        help="AutoMultivariateNormal (default), AutoNormal or AutoIAFNormal.",
     ),
     svi_steps: int | None = typer.Option(
-        None, "--svi-steps", help="SVI optimisation steps (default 3000)."
+        None, "--svi-steps", help="SVI optimisation steps (default 1000)."
     ),
     svi_lr: float | None = typer.Option(
-        None, "--svi-lr", help="SVI Adam learning rate (default 0.005)."
+        None, "--svi-lr", help="SVI Adam learning rate (default 0.01)."
     ),
     map_steps: int | None = typer.Option(
         None, "--map-steps", help="MAP Adam steps per restart (default 1500)."
@@ -121,4 +123,9 @@ def infer(
         return
     if obs is None:
         raise LensgenError("missing the observation file: lensgen infer OBS.fits")
+    import jax
+
+    # Posterior widths of ~1e-5 of θ_E under log-likelihoods of ~1e4 need double
+    # precision in the Newton polish, the Laplace mass matrix and the NUTS energy.
+    jax.config.update("jax_enable_x64", True)
     run_infer(cfg, obs, out, seed=seed, overwrite=overwrite, console=console)

@@ -30,7 +30,9 @@ class DemoConfig:
     num_warmup: int = 300
     num_samples: int = 400
     num_chains: int = 2
-    svi_steps: int = 2000
+    svi_steps: int = 1000
+    map_steps: int = 600
+    map_restarts: int = 4
     source_model: str = ""
 
     def __post_init__(self) -> None:
@@ -96,6 +98,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, seed: int, overwrite: bool = Fals
         num_warmup=cfg.num_warmup,
         num_samples=cfg.num_samples,
         svi_steps=cfg.svi_steps,
+        map_steps=cfg.map_steps,
+        map_restarts=cfg.map_restarts,
     )
     from lensgen.infer.run import run_infer
 

@@ -32,7 +32,7 @@ non-differentiable in the data's continuous, background-subtracted values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -44,17 +44,29 @@ from lensgen.infer.priors import Prior
 
 VAE_PARAMS = ("flux", "center_x", "center_y", "phi_G", "scale")
 """Free parameters of the learned source besides the latent vector."""
+SUBHALO_SITES = ("log10_m", "center_x", "center_y")
+"""Free parameters of each fitted subhalo: log10 of M200 (M☉) and position (arcsec)."""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Static description of the model (hashable, so renderers are built once)."""
+    """Static description of the model (hashable, so renderers are built once).
+
+    ``subhalos`` > 0 adds that many truncated-NFW subhalos, sampled as
+    ``subhalo.<k>.log10_m`` / ``center_x`` / ``center_y`` and converted to lenstronomy
+    "TNFW" parameters with :func:`lensgen.lensing.substructure.tnfw_from_mass` under
+    ``population`` (redshifts, cosmology, concentration, truncation); they are appended
+    to the lens list after ``lens``, so the renderer's scene needs ``("TNFW",) * subhalos``
+    there.
+    """
 
     lens: tuple[str, ...] = ("SIS",)
     source: Literal["vae", "SERSIC_ELLIPSE"] = "vae"
     lens_light: tuple[str, ...] = ()
     latent: Literal["flow", "normal"] = "normal"
     likelihood: Literal["gaussian", "poisson"] = "gaussian"
+    subhalos: int = 0
+    population: Any = None
 
 
 class LikelihoodData(NamedTuple):
@@ -100,6 +112,8 @@ def parameter_names(spec: ModelSpec) -> list[str]:
     names += [f"source.0.{p}" for p in component_params("source", spec.source)]
     for i, light in enumerate(spec.lens_light):
         names += [f"lens_light.{i}.{p}" for p in component_params("lens_light", light)]
+    for k in range(spec.subhalos):
+        names += [f"subhalo.{k}.{p}" for p in SUBHALO_SITES]
     return names
 
 
@@ -128,6 +142,14 @@ def build_params(spec: ModelSpec, priors: dict[str, Prior], source_model=None) -
     params: dict[str, list[dict]] = {"lens": [], "source": [], "lens_light": []}
     for i, lens in enumerate(spec.lens):
         params["lens"].append(_sample_component("lens", i, component_params("lens", lens), priors))
+    if spec.subhalos:
+        from lensgen.lensing.substructure import tnfw_from_mass
+
+        for k in range(spec.subhalos):
+            sub = _sample_component("subhalo", k, SUBHALO_SITES, priors)
+            m200 = 10.0 ** jnp.asarray(sub["log10_m"])
+            tnfw = tnfw_from_mass(m200, sub["center_x"], sub["center_y"], spec.population)
+            params["lens"].append(tnfw)
     src = _sample_component("source", 0, component_params("source", spec.source), priors)
     if spec.source == "vae":
         d = source_model.latent_dim

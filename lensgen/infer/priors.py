@@ -220,6 +220,11 @@ _DEFAULTS: dict[str, str] = {
     "lens_light.e2": "TruncatedNormal(0.0, 0.2, -0.6, 0.6)",
     "lens_light.center_x": "Normal(0.0, 0.1)",
     "lens_light.center_y": "Normal(0.0, 0.1)",
+    # Subhalos (lensgen.infer.substructure): log10 M200/M☉ and position; the position
+    # default is replaced there by a uniform prior over the observed image.
+    "subhalo.log10_m": "Uniform(8.0, 10.5)",
+    "subhalo.center_x": "Uniform(-3.0, 3.0)",
+    "subhalo.center_y": "Uniform(-3.0, 3.0)",
 }
 
 

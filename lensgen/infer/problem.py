@@ -66,9 +66,11 @@ class InferConfig:
     map_steps: int = 1500
     map_restarts: int = 8
     map_lr: float = 0.03
-    svi_guide: Literal["AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal"] = "AutoNormal"
-    svi_steps: int = 3000
-    svi_lr: float = 0.005
+    svi_guide: Literal["AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal"] = (
+        "AutoMultivariateNormal"
+    )
+    svi_steps: int = 1000
+    svi_lr: float = 0.01
     svi_samples: int = 2000
     progress: bool = True
 

@@ -1,0 +1,254 @@
+"""Subhalo inference: p(θ_sub | x) jointly with lens and source, and a detection test.
+
+Two nested models of one observation are fitted:
+
+* the *smooth* model, :func:`lensgen.infer.problem.build_problem` on the file with its
+  ``"SUBHALOS"`` scene entry dropped (a simulation's subhalos are truths, not a model);
+* the *subhalo* model, the same plus ``n`` truncated-NFW subhalos with sites
+  ``subhalo.<k>.log10_m`` (Uniform on ``[log10_m_min, log10_m_max]``, M200 in M☉) and
+  ``subhalo.<k>.center_x`` / ``center_y`` (uniform over the image, arcsec), converted
+  by :func:`lensgen.lensing.substructure.tnfw_from_mass` ("TNFW" lens components). The
+  conversion's redshifts, cosmology, truncation and concentration come from the
+  file's ``SUBHALOS`` table header when present, else :class:`SubhaloConfig`, else
+  the :class:`~lensgen.lensing.substructure.SubhaloPopulation` defaults.
+
+The smooth MAP (:func:`~lensgen.infer.mapfit.find_map`) is the start of the subhalo
+model's optimisation, with the subhalo placed at the best positions of a grid scan
+(:func:`~lensgen.infer.subhalo_modes.scan_positions`); the best start is polished by Newton steps
+(:func:`~lensgen.infer.mapfit.laplace`). Each model's evidence is the Laplace
+approximation in the unconstrained space the samplers use,
+``log Z ≈ −U(x*) + (d/2) log 2π + ½ log det Σ`` (U the potential, Σ its inverse
+Hessian at the mode x*); its Occam factor penalises the three extra parameters. The
+subhalo is *detected* when ``Δ log Z = log Z_sub − log Z_smooth > threshold``
+(5 by default: odds above e^5 ≈ 150, "decisive" on Jeffreys' scale). The posterior
+of mass and position is drawn from the Laplace approximation, or from NUTS/SVI
+(:mod:`lensgen.infer.samplers`) started there. Outputs: :mod:`lensgen.infer.subhalo_report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lensgen.errors import LensgenError
+from lensgen.infer.mapfit import _optimiser, cached_program, find_map
+from lensgen.infer.model import make_model
+from lensgen.infer.priors import Prior
+from lensgen.infer.problem import InferConfig, InferenceResult, Problem, _keys, build_problem
+from lensgen.infer.problem import render_values as _render_values
+from lensgen.infer.subhalo_modes import (
+    find_modes,
+    laplace_log_evidence,
+    mixture_draws,
+    refit_smooth,
+    scan_positions,
+    start_points,
+)
+from lensgen.lensing.substructure import SUBHALOS, SubhaloPopulation
+
+
+class SubhaloConfigError(LensgenError, ValueError):
+    """An invalid :class:`SubhaloConfig` (a ValueError, so config loaders name the file)."""
+
+
+@dataclass(frozen=True)
+class SubhaloConfig:
+    """Settings of the subhalo fit (``lensgen infer --subhalos N``).
+
+    Masses are log10(M200 / M☉); ``box`` > 0 restricts the position prior to
+    ``|x|, |y| ≤ box`` arcsec (0: the whole image). ``z_lens``, ``z_source``,
+    ``cosmology``, ``tau`` and ``concentration`` (0: Duffy et al. 2008) override the
+    file's ``SUBHALOS`` table header. ``method``: posterior from the Laplace
+    approximation, or NUTS / SVI started there (InferConfig's sampler settings).
+    """
+
+    n_subhalos: int = 1
+    log10_m_min: float = 8.0
+    log10_m_max: float = 10.5
+    log10_m_start: float = 9.5
+    box: float = 0.0
+    threshold: float = 5.0
+    n_starts: int = 12
+    n_polish: int = 4
+    steps: int = 400
+    lr: float = 0.02
+    n_draws: int = 4000
+    method: Literal["laplace", "nuts", "svi"] = "laplace"
+    z_lens: float | None = None
+    z_source: float | None = None
+    cosmology: str | None = None
+    tau: float | None = None
+    concentration: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.log10_m_min < self.log10_m_max:
+            raise SubhaloConfigError(
+                f"subhalo mass prior bounds reversed: log10_m_min={self.log10_m_min} >= "
+                f"log10_m_max={self.log10_m_max} (log10 M200/M☉)"
+            )
+        if not self.log10_m_min < self.log10_m_start < self.log10_m_max:
+            raise SubhaloConfigError(
+                f"log10_m_start={self.log10_m_start} is outside the mass prior "
+                f"({self.log10_m_min}, {self.log10_m_max})"
+            )
+        for name in ("n_subhalos", "n_starts", "n_polish", "steps", "n_draws"):
+            if getattr(self, name) < 1:
+                raise SubhaloConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.box < 0 or not self.lr > 0:
+            raise SubhaloConfigError(f"box must be >= 0 and lr > 0, got {self.box}, {self.lr}")
+
+
+class SubhaloFit(NamedTuple):
+    """Both fits, the detection statistic and the subhalo posterior.
+
+    ``delta_log_likelihood`` and ``delta_log_evidence`` are subhalo minus smooth model
+    (natural log); ``posterior`` holds draws of every site, (1, n) or (chains, n);
+    ``residual`` the smooth fit's (data − model)/σ (NaN where masked).
+    """
+
+    smooth: Problem
+    subhalo: Problem
+    smooth_map: InferenceResult
+    subhalo_map: InferenceResult
+    posterior: InferenceResult
+    log_evidence: tuple[float, float]
+    delta_log_likelihood: float
+    delta_log_evidence: float
+    threshold: float
+    detected: bool
+    residual: np.ndarray
+
+
+def subhalo_population(obs, sub: SubhaloConfig) -> SubhaloPopulation:
+    """Population settings for :func:`tnfw_from_mass`: config ← file's SUBHALOS header ← defaults."""
+    table = (getattr(obs, "tables", None) or {}).get(SUBHALOS)
+    # A file read from disk holds a BinTableHDU, a fresh simulation an astropy Table.
+    header = {} if table is None else getattr(table, "header", None) or table.meta
+    cards = {"z_lens": "Z_LENS", "z_source": "Z_SOURCE", "cosmology": "COSMO", "tau": "TAU"}
+    cards["concentration"] = "CONC"
+    values: dict[str, Any] = {}
+    for field, card in cards.items():
+        if getattr(sub, field) is not None:
+            values[field] = getattr(sub, field)
+        elif card in header:
+            values[field] = header[card]
+    try:
+        return SubhaloPopulation(n_subhalos=0, **values)
+    except LensgenError as exc:
+        raise LensgenError(f"{obs.path or 'observation'}: subhalo model: {exc}") from None
+
+
+def build_subhalo_problems(
+    config: InferConfig, sub: SubhaloConfig, obs, source_model=None, mask=None
+) -> tuple[Problem, Problem]:
+    """The smooth and the subhalo :class:`Problem` of ``obs`` (same data, priors, source)."""
+    population = subhalo_population(obs, sub)
+    lens = tuple(config.lens) or tuple((obs.scene or {}).get("lens") or ())
+    if lens:
+        config = dataclasses.replace(config, lens=tuple(n for n in lens if n != SUBHALOS))
+    smooth = build_problem(config, obs, source_model, mask)
+    n = sub.n_subhalos
+    ny, nx = smooth.scene.shape
+    half_x, half_y = 0.5 * nx * smooth.scene.pixel_scale, 0.5 * ny * smooth.scene.pixel_scale
+    if sub.box:
+        half_x, half_y = min(half_x, sub.box), min(half_y, sub.box)
+    priors = dict(smooth.priors)
+    for k in range(n):
+        priors[f"subhalo.{k}.log10_m"] = Prior("Uniform", (sub.log10_m_min, sub.log10_m_max))
+        priors[f"subhalo.{k}.center_x"] = Prior("Uniform", (-half_x, half_x))
+        priors[f"subhalo.{k}.center_y"] = Prior("Uniform", (-half_y, half_y))
+    spec = dataclasses.replace(smooth.spec, subhalos=n, population=population)
+    scene = dataclasses.replace(smooth.scene, lens=smooth.scene.lens + ("TNFW",) * n)
+    from lensgen.lensing.render import make_renderer
+
+    psf = None if smooth.psf is None else jnp.asarray(smooth.psf)
+    renderer = make_renderer(scene, psf)
+    model = make_model(spec, priors, renderer, smooth.source_model)
+    return smooth, smooth._replace(
+        spec=spec, priors=priors, model=model, renderer=renderer, scene=scene
+    )
+
+
+def render_values(problem: Problem, values: dict[str, Any]):
+    """Parameters and model image at ``values`` (deterministic sites such as a flow's z dropped)."""
+    if problem.spec.latent == "flow":
+        values = {k: v for k, v in values.items() if k != "source.z"}
+    return _render_values(problem, values)
+
+
+def sigma_map(problem: Problem, model: np.ndarray) -> np.ndarray:
+    """Per-pixel σ (counts/s) of the likelihood at model image ``model``."""
+    data = problem.data
+    if data.sigma is not None:
+        return np.asarray(data.sigma)
+    return np.sqrt(float(data.background_rms) ** 2 + np.maximum(model, 0) / float(data.exptime))
+
+
+def log_likelihood(problem: Problem, values: dict[str, Any]) -> tuple[float, np.ndarray]:
+    """Gaussian log-likelihood at ``values`` and the normalised residuals (NaN where masked)."""
+    model = np.asarray(render_values(problem, values)[1], dtype=np.float64)
+    sigma = sigma_map(problem, model)
+    mask = np.asarray(problem.data.mask)
+    r = (np.asarray(problem.data.image) - model) / sigma
+    logl = -0.5 * r**2 - np.log(sigma) - 0.5 * math.log(2 * math.pi)
+    return float(logl[mask].sum()), np.where(mask, r, np.nan)
+
+
+def fit_subhalos(
+    key,
+    smooth: Problem,
+    subhalo: Problem,
+    config: InferConfig,
+    sub: SubhaloConfig,
+    smooth_map: InferenceResult | None = None,
+) -> SubhaloFit:
+    """MAP of both models, Laplace evidences, detection and the subhalo posterior.
+
+    The subhalo model's evidence sums the Laplace evidences of its distinct modes
+    (:func:`~lensgen.infer.subhalo_modes.find_modes`); its Laplace posterior is their mixture with those weights, and
+    its MAP the mode of highest evidence (NUTS and SVI start there).
+    """
+    k_map, k_post = jax.random.split(_keys(key))
+    if smooth_map is None:
+        smooth_map = find_map(k_map, smooth, config)
+    x0 = smooth_map.diagnostics["map_unconstrained"]
+    logl0, residual = log_likelihood(smooth, smooth_map.point)
+    peaks, masses = scan_positions(subhalo, x0, sub)
+    optimise = cached_program(
+        subhalo, ("subhalo-map", sub.steps, sub.lr), lambda: _optimiser(subhalo, sub.steps, sub.lr)
+    )
+    xs, final, _ = optimise(start_points(subhalo, x0, peaks, masses, len(peaks)), subhalo.data)
+    modes = find_modes(subhalo, xs, final, sub)
+    smooth_map = refit_smooth(smooth, smooth_map, modes)
+    x0 = smooth_map.diagnostics["map_unconstrained"]
+    logl0, residual = log_likelihood(smooth, smooth_map.point)
+    log_zs = np.array([m[2] for m in modes])
+    log_z1 = float(log_zs.max() + np.log(np.exp(log_zs - log_zs.max()).sum()))
+    weights = np.exp(log_zs - log_z1)
+    x1, cov1, _, point = modes[0]
+    logl1, _ = log_likelihood(subhalo, point)
+    log_z = (laplace_log_evidence(smooth, x0, smooth_map.diagnostics["laplace_cov"]), log_z1)
+    diagnostics = {"map_unconstrained": x1, "laplace_cov": cov1, "divergences": 0}
+    diagnostics["modes"] = [(m[3], float(w)) for m, w in zip(modes, weights, strict=True)]
+    subhalo_map = InferenceResult("map", {k: v[None, None] for k, v in point.items()}, {}, point,
+                                  diagnostics)  # fmt: skip
+    if sub.method == "laplace":
+        draws = mixture_draws(k_post, subhalo, modes, weights / weights.sum(), sub.n_draws)
+        posterior = InferenceResult("laplace", draws, {}, point, {"divergences": 0})
+    elif sub.method == "nuts":
+        from lensgen.infer.samplers import run_nuts
+
+        posterior = run_nuts(k_post, subhalo, config, subhalo_map)
+    else:
+        from lensgen.infer.samplers import run_svi
+
+        posterior = run_svi(k_post, subhalo, config, subhalo_map)
+    d_log_z = log_z[1] - log_z[0]
+    return SubhaloFit(smooth, subhalo, smooth_map, subhalo_map, posterior, log_z, logl1 - logl0,
+                      d_log_z, sub.threshold, bool(d_log_z > sub.threshold), residual)  # fmt: skip
