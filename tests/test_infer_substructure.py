@@ -162,3 +162,47 @@ def test_bad_input_is_a_clear_error(settings, message):
     obs = simulate(5, None)
     with pytest.raises(LensgenError, match=message):
         build_subhalo_problems(INFER, SubhaloConfig(**settings), obs)
+
+
+def test_cli_subhalo_search_rejects_reversed_mass_prior(tmp_path):
+    from typer.testing import CliRunner
+
+    from lensgen.cli.app import app
+
+    obs = tmp_path / "obs.fits"
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--npix",
+            "32",
+            "--pixel-scale",
+            "0.2",
+            "--supersample",
+            "1",
+            "--source",
+            "sersic",
+            "--no-preview",
+            "--out",
+            str(obs),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app,
+        [
+            "infer",
+            str(obs),
+            "--subhalos",
+            "1",
+            "--subhalo-mass-min",
+            "10",
+            "--subhalo-mass-max",
+            "9",
+            "--out",
+            str(tmp_path / "fit"),
+        ],
+    )
+    assert res.exit_code == 1 and "bounds reversed" in res.output
+    assert not (tmp_path / "fit").exists()

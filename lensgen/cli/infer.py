@@ -84,6 +84,21 @@ def infer(
     map_steps: int | None = typer.Option(
         None, "--map-steps", help="MAP Adam steps per restart (default 1500)."
     ),
+    subhalos: int = typer.Option(
+        0,
+        "--subhalos",
+        help="Fit N dark-matter subhalos (TNFW) jointly with lens and source and report "
+        "the evidence for them against the smooth model (0: no subhalo search).",
+    ),
+    subhalo_mass_min: float = typer.Option(
+        8.0, "--subhalo-mass-min", help="Lower bound of the log10(M200/M☉) prior."
+    ),
+    subhalo_mass_max: float = typer.Option(
+        10.5, "--subhalo-mass-max", help="Upper bound of the log10(M200/M☉) prior."
+    ),
+    subhalo_threshold: float = typer.Option(
+        5.0, "--subhalo-threshold", help="Δ log Z (Laplace) above which a subhalo is detected."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed: equal seeds give equal posteriors."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Write into a non-empty output directory."
@@ -128,4 +143,21 @@ def infer(
     # Posterior widths of ~1e-5 of θ_E under log-likelihoods of ~1e4 need double
     # precision in the Newton polish, the Laplace mass matrix and the NUTS energy.
     jax.config.update("jax_enable_x64", True)
+    if subhalos > 0:
+        from lensgen.infer.subhalo_report import run_subhalo_infer
+        from lensgen.infer.substructure import SubhaloConfig
+
+        sub = SubhaloConfig(
+            n_subhalos=subhalos,
+            log10_m_min=subhalo_mass_min,
+            log10_m_max=subhalo_mass_max,
+            threshold=subhalo_threshold,
+            # Start the mass search at 10^9.5 M☉, or mid-prior when that lies outside.
+            log10_m_start=9.5
+            if subhalo_mass_min < 9.5 < subhalo_mass_max
+            else 0.5 * (subhalo_mass_min + subhalo_mass_max),
+            method=cfg.method if cfg.method in ("nuts", "svi") else "laplace",
+        )
+        run_subhalo_infer(cfg, sub, obs, out, seed=seed, overwrite=overwrite, console=console)
+        return
     run_infer(cfg, obs, out, seed=seed, overwrite=overwrite, console=console)

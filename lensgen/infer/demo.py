@@ -33,6 +33,9 @@ class DemoConfig:
     svi_steps: int = 1000
     map_steps: int = 600
     map_restarts: int = 4
+    # Depth 6 (≤ 63 leapfrog steps per draw) bounds the demo's run time even when
+    # the learned source's latent/rotation degeneracy makes the posterior awkward.
+    max_tree_depth: int = 6
     source_model: str = ""
 
     def __post_init__(self) -> None:
@@ -100,6 +103,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, seed: int, overwrite: bool = Fals
         svi_steps=cfg.svi_steps,
         map_steps=cfg.map_steps,
         map_restarts=cfg.map_restarts,
+        max_tree_depth=cfg.max_tree_depth,
     )
     from lensgen.infer.run import run_infer
 

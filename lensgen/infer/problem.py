@@ -122,7 +122,10 @@ class InferenceResult(NamedTuple):
 
 def _scene_defaults(config: InferConfig, obs) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
     scene = obs.scene or {}
-    lens = tuple(config.lens) or tuple(scene.get("lens") or ("SIE", "SHEAR"))
+    # A simulated subhalo population is not part of the smooth model fitted here
+    # (``--subhalos N`` fits subhalos explicitly; see lensgen.infer.substructure).
+    file_lens = tuple(n for n in scene.get("lens") or () if n != "SUBHALOS")
+    lens = tuple(config.lens) or file_lens or ("SIE", "SHEAR")
     if config.source != "auto":
         source = config.source
     else:

@@ -15,7 +15,7 @@ A TOML file for ``lensgen simulate --config sim.toml`` looks like::
 
     [[source]]
     type = "VAE"          # the learned source; or any light profile, e.g. "SERSIC_ELLIPSE"
-    flux = 20.0           # total source flux, counts/s
+    flux = 50.0           # total source flux, counts/s
     scale = 0.03          # arcsec per decoded pixel in the source plane
 
     [instrument]
@@ -58,7 +58,7 @@ from lensgen.config import ConfigError, from_dict, load_toml
 from lensgen.lensing.substructure import SubhaloPopulation
 
 DISTRIBUTIONS = ("uniform", "normal", "lognormal")
-VAE_PARAMS = {"flux": 20.0, "center_x": 0.05, "center_y": 0.03, "phi_G": 0.0, "scale": 0.03}
+VAE_PARAMS = {"flux": 50.0, "center_x": 0.05, "center_y": 0.03, "phi_G": 0.0, "scale": 0.03}
 """Parameters of the learned (``type = "VAE"``) source and their defaults."""
 
 
