@@ -25,11 +25,18 @@ def extent(shape: tuple[int, int], pixel_scale: float) -> list[float]:
     ]
 
 
-def savefig(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+def savefig(
+    fig: plt.Figure, path: str | Path, dpi: int = 110, overwrite: bool = True, tight: bool = True
+) -> Path:
     """Save atomically (no half-written PNG) and close the figure."""
     path = Path(path)
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        fig.savefig(
+            tmp,
+            dpi=dpi,
+            bbox_inches="tight" if tight else None,
+            format=path.suffix.lstrip(".") or "png",
+        )
     plt.close(fig)
     return path
 

@@ -78,12 +78,9 @@ def print_summary(table, method: str, truth: dict[str, float], console) -> None:
 
 
 def _save_fig(fig, path: Path, overwrite: bool) -> Path:
-    import matplotlib.pyplot as plt
+    from lensgen.plots import savefig
 
-    with atomic_path(path, overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return savefig(fig, path, dpi=90, overwrite=overwrite, tight=False)
 
 
 def corner_plot(

@@ -20,16 +20,14 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lensgen.io.atomic import atomic_path  # noqa: E402
+from lensgen.plots import savefig  # noqa: E402
 from lensgen.source import flow as flowlib  # noqa: E402
 from lensgen.source import vae  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    savefig(fig, path, dpi=90, overwrite=True, tight=False)
 
 
 def _grid(images: np.ndarray, title: str, path: Path, ncol: int = 8) -> None:
