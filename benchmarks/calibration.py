@@ -76,6 +76,7 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=99, help="thinned draws per lens for SBC ranks")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    jax.config.update("jax_enable_x64", True)  # as `lensgen infer` runs
     priors = parse_priors(PRIORS)
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:

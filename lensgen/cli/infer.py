@@ -84,6 +84,11 @@ def infer(
     map_steps: int | None = typer.Option(
         None, "--map-steps", help="MAP Adam steps per restart (default 1500)."
     ),
+    map_restarts: int | None = typer.Option(
+        None,
+        "--map-restarts",
+        help="MAP restarts kept after screening 4x as many starts (default 8).",
+    ),
     subhalos: int = typer.Option(
         0,
         "--subhalos",
@@ -131,6 +136,7 @@ def infer(
             "svi_steps": svi_steps,
             "svi_lr": svi_lr,
             "map_steps": map_steps,
+            "map_restarts": map_restarts,
         },
     )
     if show_priors:

@@ -10,6 +10,7 @@ marked when the file has one).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,16 @@ def summary(result: InferenceResult):
 
     idata = to_inference_data(result)
     names = scalar_names(result)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = az.summary(idata, var_names=names, hdi_prob=0.94, kind="all", round_to="none")
+    # ArviZ logs a shape warning for one chain (SVI, MAP); R-hat is NaN there anyway.
+    log = logging.getLogger("arviz")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = az.summary(idata, var_names=names, hdi_prob=0.94, kind="all", round_to="none")
+    finally:
+        log.setLevel(level)
     table = table[SUMMARY_COLUMNS]
     table["divergences"] = result.diagnostics.get("divergences", 0)
     return table
@@ -64,7 +72,7 @@ def print_summary(table, method: str, truth: dict[str, float], console) -> None:
     from rich.table import Table
 
     out = Table(title=f"posterior ({method})")
-    out.add_column("parameter")
+    out.add_column("parameter", no_wrap=True)
     for col in ["truth", *SUMMARY_COLUMNS] if truth else SUMMARY_COLUMNS:
         out.add_column(col, justify="right")
     for name, row in table.iterrows():

@@ -21,7 +21,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 
 from lensgen.errors import LensgenError
-from lensgen.infer.mapfit import _derivatives, cached_program, laplace, model_functions
+from lensgen.infer.mapfit import cached_program, derivatives, laplace, model_functions
 from lensgen.infer.model import SUBHALO_SITES
 from lensgen.infer.problem import InferenceResult, Problem
 
@@ -133,7 +133,7 @@ def find_modes(subhalo: Problem, xs: dict, final, sub: SubhaloConfig) -> list:
     them instead of trusting whichever Adam happened to rank first.
     """
     constrain = model_functions(subhalo).constrain
-    value_grad, hessian = _derivatives(subhalo)
+    value_grad, hessian = derivatives(subhalo)
     final = np.where(np.isfinite(np.asarray(final)), np.asarray(final), np.inf)
     modes: list = []
     accepted = 0

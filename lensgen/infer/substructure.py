@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensgen.errors import LensgenError
-from lensgen.infer.mapfit import _optimiser, cached_program, find_map
+from lensgen.infer.mapfit import adam_program, cached_program, find_map
 from lensgen.infer.model import make_model
 from lensgen.infer.priors import Prior
 from lensgen.infer.problem import InferConfig, InferenceResult, Problem, _keys, build_problem
@@ -221,7 +221,9 @@ def fit_subhalos(
     logl0, residual = log_likelihood(smooth, smooth_map.point)
     peaks, masses = scan_positions(subhalo, x0, sub)
     optimise = cached_program(
-        subhalo, ("subhalo-map", sub.steps, sub.lr), lambda: _optimiser(subhalo, sub.steps, sub.lr)
+        subhalo,
+        ("subhalo-map", sub.steps, sub.lr),
+        lambda: adam_program(subhalo, sub.steps, sub.lr),
     )
     xs, final, _ = optimise(start_points(subhalo, x0, peaks, masses, len(peaks)), subhalo.data)
     modes = find_modes(subhalo, xs, final, sub)
