@@ -127,7 +127,12 @@ def main() -> None:
     p.add_argument("--num-warmup", type=int, default=200)
     p.add_argument("--num-samples", type=int, default=200)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument(
+        "--single", action="store_true", help="single precision (lensgen infer runs in double)"
+    )
     args = p.parse_args()
+    if not args.single:
+        jax.config.update("jax_enable_x64", True)
     obs = simulate(args.npix)
     cfg = InferConfig(
         lens=("SIE", "SHEAR"),

@@ -4,6 +4,12 @@ The pieces live in :mod:`lensgen.infer.problem` (settings, model and data),
 :mod:`lensgen.infer.mapfit` (MAP + Laplace) and :mod:`lensgen.infer.samplers`
 (NUTS, SVI); they are re-exported here so ``lensgen.infer.run`` is the one import
 a notebook needs.
+
+Run in double precision, as the ``lensgen infer`` and ``lensgen demo`` commands do:
+call ``jax.config.update("jax_enable_x64", True)`` before building a problem. The
+posterior of a well-measured lens is ~1e-4 wide in θ_E under log-likelihoods of ~1e4,
+so its Hessian (the Laplace mass matrix NUTS uses) has condition numbers near 1e7, past
+what float32 resolves (BENCHMARKS.md, "Inference").
 """
 
 from __future__ import annotations
