@@ -30,7 +30,15 @@ from numpyro.infer import init_to_sample
 from numpyro.infer.util import initialize_model
 
 from lensgen.errors import LensgenError
-from lensgen.infer.problem import InferConfig, InferenceResult, Problem, _keys
+from lensgen.infer.model import likelihood_sigma
+from lensgen.infer.problem import (
+    InferConfig,
+    InferenceResult,
+    Problem,
+    _keys,
+    reduced_chi2,
+    render_values,
+)
 
 SCREEN = 4
 """Starts screened per kept MAP restart."""
@@ -83,11 +91,7 @@ def estimate_geometry(problem: Problem) -> tuple[float, float, float] | None:
     """
     data = problem.data
     image, mask = np.asarray(data.image), np.asarray(data.mask)
-    if data.sigma is not None:
-        sigma = np.asarray(data.sigma)
-    else:
-        bkg, exptime = float(data.background_rms), float(data.exptime)
-        sigma = np.sqrt(bkg**2 + np.maximum(image, 0.0) / exptime)
+    sigma = np.asarray(likelihood_sigma(data, data.image))  # data as the model for Poisson σ
     detected = mask & (image > 3.0 * sigma)
     if detected.sum() < 3:
         return None
@@ -175,8 +179,24 @@ def derivatives(problem: Problem):
     )
 
 
-def laplace(problem: Problem, x, newton_steps: int = 60) -> tuple[Any, np.ndarray]:
-    """Polish a mode with damped Newton steps and return it with the Laplace covariance.
+class Mode(NamedTuple):
+    """A Newton-polished point of the posterior (unconstrained space).
+
+    ``x`` the point; ``cov`` the Laplace covariance there; ``potential`` the negative
+    log joint; ``grad`` its gradient and ``curvature`` the Hessian's eigenvalues
+    (unfloored: a negative one marks a saddle), both over the flat vector ordered as
+    ``jax.flatten_util.ravel_pytree``.
+    """
+
+    x: Any
+    cov: np.ndarray
+    potential: float
+    grad: np.ndarray
+    curvature: np.ndarray
+
+
+def laplace(problem: Problem, x, newton_steps: int = 60) -> Mode:
+    """Polish a mode with damped Newton steps; return it with the Laplace covariance.
 
     Adam crawls along the ridges of a lensing posterior (source size against the
     latent size, flux against shape; Hessian condition numbers reach 1e7), where
@@ -218,24 +238,8 @@ def laplace(problem: Problem, x, newton_steps: int = 60) -> tuple[Any, np.ndarra
         w, vec = eig(flat)
         if converged:
             break
-    w = np.maximum(w, 1e-8 * max(np.abs(w).max(), 1e-30))
-    return unravel(flat), (vec / w) @ vec.T
-
-
-def reduced_chi2(problem: Problem, point: dict) -> float:
-    """χ² per used pixel of the model at ``point`` (constrained site values)."""
-    from lensgen.infer.problem import render_values
-
-    data = problem.data
-    _, mu = render_values(problem, point)
-    mu = np.asarray(mu, dtype=float)
-    if data.sigma is not None:
-        sigma = np.asarray(data.sigma, dtype=float)
-    else:
-        sigma = np.sqrt(float(data.background_rms) ** 2 + np.maximum(mu, 0.0) / float(data.exptime))
-    mask = np.asarray(data.mask)
-    resid = (np.asarray(data.image, dtype=float) - mu) / sigma
-    return float(np.sum(resid[mask] ** 2) / max(int(mask.sum()), 1))
+    floored = np.maximum(w, 1e-8 * max(np.abs(w).max(), 1e-30))
+    return Mode(unravel(flat), (vec / floored) @ vec.T, float(value), np.asarray(grad), w)
 
 
 def find_map(key, problem: Problem, config: InferConfig) -> InferenceResult:
@@ -278,20 +282,20 @@ def find_map(key, problem: Problem, config: InferConfig) -> InferenceResult:
     final = np.where(np.isfinite(final), np.asarray(final), np.inf)
     # Adam leaves each restart somewhere on its ridge; the Newton polish (cheap: the
     # Hessian of ~20 parameters) ranks the restarts by where their ridges bottom out.
-    polished = []
+    polished = {}
     for i in np.flatnonzero(np.isfinite(final)):
-        x_i, cov_i = laplace(problem, jax.tree_util.tree_map(lambda a, i=i: a[i], xs))
-        final[i] = float(model_functions(problem).potential(x_i, problem.data))
-        polished.append((final[i], int(i), x_i, cov_i))
+        polished[i] = laplace(problem, jax.tree_util.tree_map(lambda a, i=i: a[i], xs))
+        final[i] = polished[i].potential
     if not polished:
         raise LensgenError(
             "the MAP fit failed: every restart ended at a non-finite posterior density; "
             "check the priors and the noise map"
         )
-    _, best, x_best, cov = min(polished, key=lambda p: p[0])
+    best = min(polished, key=lambda i: polished[i].potential)
+    x_best, cov = polished[best].x, polished[best].cov
     constrain = model_functions(problem).constrain
     point = {k: np.asarray(v) for k, v in constrain(x_best, problem.data).items()}
-    chi2 = reduced_chi2(problem, point)
+    chi2 = reduced_chi2(problem, render_values(problem, point)[1])
     if chi2 > CHI2_WARN:
         warnings.warn(
             f"the MAP fit has χ²/N = {chi2:.2f}: it may sit in a local mode (source "

@@ -196,13 +196,18 @@ def make_model(spec: ModelSpec, priors: dict[str, Prior], renderer, source_model
     def model(data: LikelihoodData):
         params = build_params(spec, priors, source_model)
         mu = renderer(params)
-        if spec.likelihood == "gaussian":
-            sigma = data.sigma
-        else:
-            sigma = jnp.sqrt(data.background_rms**2 + jnp.maximum(mu, 0.0) / data.exptime)
+        sigma = likelihood_sigma(data, mu)
         numpyro.sample("obs", dist.Normal(mu, sigma).mask(data.mask).to_event(2), obs=data.image)
 
     return model
+
+
+def likelihood_sigma(data: LikelihoodData, mu):
+    """σ per pixel for model image ``mu``: the Gaussian noise map, or for ``"poisson"``
+    (``data.sigma`` is None) σ² = background_rms² + max(mu, 0)/exptime."""
+    if data.sigma is not None:
+        return data.sigma
+    return jnp.sqrt(data.background_rms**2 + jnp.maximum(mu, 0.0) / data.exptime)
 
 
 def likelihood_data(

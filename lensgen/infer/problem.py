@@ -25,6 +25,7 @@ from lensgen.infer.model import (
     ModelSpec,
     build_params,
     likelihood_data,
+    likelihood_sigma,
     make_model,
     parameter_names,
     render_scene,
@@ -256,6 +257,21 @@ def render_values(problem: Problem, values: dict[str, Any]) -> tuple[dict, jnp.n
         # Parameters only: the likelihood (and so the data) is not needed here.
         params = build_params(problem.spec, problem.priors, problem.source_model)
     return params, problem.renderer(params)
+
+
+def normalised_residuals(problem: Problem, model) -> np.ndarray:
+    """(data − model)/σ per pixel with the likelihood's σ; NaN where it is not used."""
+    data = problem.data
+    model = np.asarray(model, dtype=float)
+    sigma = np.asarray(likelihood_sigma(data, jnp.asarray(model)), dtype=float)
+    resid = (np.asarray(data.image, dtype=float) - model) / sigma
+    return np.where(np.asarray(data.mask), resid, np.nan)
+
+
+def reduced_chi2(problem: Problem, model) -> float:
+    """χ² per used pixel of ``model`` against the data."""
+    resid = normalised_residuals(problem, model)
+    return float(np.nansum(resid**2) / max(int(np.isfinite(resid).sum()), 1))
 
 
 def _keys(key) -> jnp.ndarray:

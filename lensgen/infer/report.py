@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from lensgen.infer.problem import InferenceResult, Problem, render_values
+from lensgen.infer.problem import (
+    InferenceResult,
+    Problem,
+    normalised_residuals,
+    reduced_chi2,
+    render_values,
+)
 from lensgen.io.atomic import atomic_path
 
 SUMMARY_COLUMNS = ["mean", "sd", "hdi_3%", "hdi_97%", "r_hat", "ess_bulk", "ess_tail"]
@@ -190,13 +196,7 @@ def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, ove
     params, model = render_values(problem, values)
     model = np.asarray(model)
     data = np.where(np.asarray(problem.data.mask), np.asarray(problem.data.image), np.nan)
-    if problem.data.sigma is not None:
-        sigma = np.asarray(problem.data.sigma)
-    else:
-        sigma = np.sqrt(
-            problem.data.background_rms**2 + np.maximum(model, 0) / problem.data.exptime
-        )
-    resid = (data - model) / sigma
+    resid = normalised_residuals(problem, model)
     ny, nx = obs.image.shape
     half = 0.5 * np.array([nx, ny]) * obs.pixel_scale
     extent = (-half[0], half[0], -half[1], half[1])
@@ -213,7 +213,7 @@ def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, ove
         ax.set_title(title)
     im = axes[2].imshow(resid, origin="lower", extent=extent, vmin=-4, vmax=4, cmap="RdBu_r")
     fig.colorbar(im, ax=axes[2], shrink=0.8)
-    chi2 = np.nansum(resid**2) / max(int(np.isfinite(resid).sum()), 1)
+    chi2 = reduced_chi2(problem, model)
     axes[2].set_title(f"(data − model)/σ, χ²/N = {chi2:.3f}")
     im = axes[3].imshow(src, origin="lower", extent=tuple(e / 2 for e in extent), cmap="magma")
     fig.colorbar(im, ax=axes[3], shrink=0.8)

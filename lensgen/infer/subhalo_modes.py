@@ -21,7 +21,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 
 from lensgen.errors import LensgenError
-from lensgen.infer.mapfit import cached_program, derivatives, laplace, model_functions
+from lensgen.infer.mapfit import cached_program, laplace, model_functions
 from lensgen.infer.model import SUBHALO_SITES
 from lensgen.infer.problem import InferenceResult, Problem
 
@@ -133,21 +133,17 @@ def find_modes(subhalo: Problem, xs: dict, final, sub: SubhaloConfig) -> list:
     them instead of trusting whichever Adam happened to rank first.
     """
     constrain = model_functions(subhalo).constrain
-    value_grad, hessian = derivatives(subhalo)
     final = np.where(np.isfinite(np.asarray(final)), np.asarray(final), np.inf)
     modes: list = []
     accepted = 0
     for i in np.argsort(final)[: 2 * sub.n_polish]:
         if accepted == sub.n_polish:
             break
-        x, cov = laplace(subhalo, jax.tree_util.tree_map(lambda a, i=i: a[i], xs))
-        flat = ravel_pytree(x)[0]
-        _, grad = value_grad(flat, x, subhalo.data)
-        grad = np.asarray(grad)
-        curvature = np.linalg.eigvalsh(np.asarray(hessian(flat, x, subhalo.data)))
+        mode = laplace(subhalo, jax.tree_util.tree_map(lambda a, i=i: a[i], xs))
+        x, cov, grad = mode.x, mode.cov, mode.grad
         # Only true minima count: Newton can stop at a saddle or on a ridge, where the
         # floored inverse Hessian of `laplace` would inflate the evidence.
-        if curvature.min() <= 0 or grad @ cov @ grad > 1e-2:
+        if mode.curvature.min() <= 0 or grad @ cov @ grad > 1e-2:
             continue
         accepted += 1
         point = {k: np.asarray(v) for k, v in constrain(x, subhalo.data).items()}
@@ -176,18 +172,22 @@ def refit_smooth(smooth: Problem, smooth_map: InferenceResult, modes: list) -> I
     A subhalo can rescue a smooth fit stuck in a side mode; the smooth model must be
     compared at its own best, or Δ log Z would credit the subhalo with the rescue.
     """
-    potential = model_functions(smooth).potential
     best = smooth_map.diagnostics["map_unconstrained"]
-    best_u, cov = float(potential(best, smooth.data)), smooth_map.diagnostics["laplace_cov"]
+    best_u, cov = smooth_map.diagnostics["map_potential"], smooth_map.diagnostics["laplace_cov"]
     for x, *_ in modes:
-        trial, trial_cov = laplace(smooth, {k: v for k, v in x.items() if k in best})
-        if float(potential(trial, smooth.data)) < best_u - 1e-6:
-            best, cov, best_u = trial, trial_cov, float(potential(trial, smooth.data))
+        trial = laplace(smooth, {k: v for k, v in x.items() if k in best})
+        if trial.potential < best_u - 1e-6:
+            best, cov, best_u = trial.x, trial.cov, trial.potential
     if best is smooth_map.diagnostics["map_unconstrained"]:
         return smooth_map
     point = {
         k: np.asarray(v) for k, v in model_functions(smooth).constrain(best, smooth.data).items()
     }
-    diagnostics = {**smooth_map.diagnostics, "map_unconstrained": best, "laplace_cov": cov}
+    diagnostics = {
+        **smooth_map.diagnostics,
+        "map_unconstrained": best,
+        "laplace_cov": cov,
+        "map_potential": best_u,
+    }
     samples = {k: v[None, None] for k, v in point.items()}
     return InferenceResult("map", samples, {}, point, diagnostics)

@@ -38,9 +38,16 @@ import numpy as np
 
 from lensgen.errors import LensgenError
 from lensgen.infer.mapfit import adam_program, cached_program, find_map
-from lensgen.infer.model import make_model
+from lensgen.infer.model import likelihood_sigma, make_model
 from lensgen.infer.priors import Prior
-from lensgen.infer.problem import InferConfig, InferenceResult, Problem, _keys, build_problem
+from lensgen.infer.problem import (
+    InferConfig,
+    InferenceResult,
+    Problem,
+    _keys,
+    build_problem,
+    normalised_residuals,
+)
 from lensgen.infer.problem import render_values as _render_values
 from lensgen.infer.subhalo_modes import (
     find_modes,
@@ -182,22 +189,13 @@ def render_values(problem: Problem, values: dict[str, Any]):
     return _render_values(problem, values)
 
 
-def sigma_map(problem: Problem, model: np.ndarray) -> np.ndarray:
-    """Per-pixel σ (counts/s) of the likelihood at model image ``model``."""
-    data = problem.data
-    if data.sigma is not None:
-        return np.asarray(data.sigma)
-    return np.sqrt(float(data.background_rms) ** 2 + np.maximum(model, 0) / float(data.exptime))
-
-
 def log_likelihood(problem: Problem, values: dict[str, Any]) -> tuple[float, np.ndarray]:
     """Gaussian log-likelihood at ``values`` and the normalised residuals (NaN where masked)."""
     model = np.asarray(render_values(problem, values)[1], dtype=np.float64)
-    sigma = sigma_map(problem, model)
-    mask = np.asarray(problem.data.mask)
-    r = (np.asarray(problem.data.image) - model) / sigma
+    sigma = np.asarray(likelihood_sigma(problem.data, jnp.asarray(model)), dtype=np.float64)
+    r = normalised_residuals(problem, model)
     logl = -0.5 * r**2 - np.log(sigma) - 0.5 * math.log(2 * math.pi)
-    return float(logl[mask].sum()), np.where(mask, r, np.nan)
+    return float(np.nansum(logl)), r
 
 
 def fit_subhalos(
