@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console
+from lensgen.cli.common import console, double_precision
 
 
 def demo(
@@ -41,9 +41,5 @@ def demo(
         map_restarts=map_restarts,
         source_model="" if source_model is None else str(source_model),
     )
-    import jax
-
-    # Posterior widths of ~1e-5 of θ_E under log-likelihoods of ~1e4 need double
-    # precision in the Newton polish, the Laplace mass matrix and the NUTS energy.
-    jax.config.update("jax_enable_x64", True)
+    double_precision()
     run_demo(cfg, out, seed=seed, overwrite=overwrite, console=console)

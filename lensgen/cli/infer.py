@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console
+from lensgen.cli.common import console, double_precision
 
 
 def infer(
@@ -144,11 +144,7 @@ def infer(
         return
     if obs is None:
         raise LensgenError("missing the observation file: lensgen infer OBS.fits")
-    import jax
-
-    # Posterior widths of ~1e-5 of θ_E under log-likelihoods of ~1e4 need double
-    # precision in the Newton polish, the Laplace mass matrix and the NUTS energy.
-    jax.config.update("jax_enable_x64", True)
+    double_precision()
     if subhalos > 0:
         from lensgen.infer.subhalo_report import run_subhalo_infer
         from lensgen.infer.substructure import SubhaloConfig

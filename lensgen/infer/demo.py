@@ -120,11 +120,12 @@ def run_demo(cfg: DemoConfig, out: str | Path, seed: int, overwrite: bool = Fals
         table.add_column("truth", justify="right", no_wrap=True)
         for r in results:
             table.add_column(r.method.upper(), justify="right", no_wrap=True)
-        for name, true, stats in truth_table(obs, results):
+        rows = truth_table(obs, results)
+        for name, true, stats in rows:
             cells = (f"{m:.5g} ± {s:.2g} {'✓' if inside else '✗'}" for m, s, inside in stats)
             table.add_row(name, f"{true:.4g}", *cells)
         console.print(table)
-        if any(r.startswith("source.") for r, _, _ in truth_table(obs, results)):
+        if any(name.startswith("source.") for name, _, _ in rows):
             console.print(
                 "The learned source's position, rotation, size and flux trade off against its "
                 "latent vector (the decoder can shift, turn and resize the galaxy), so only the "
