@@ -144,7 +144,6 @@ def main() -> None:
         num_chains=args.num_chains,
         num_warmup=args.num_warmup,
         num_samples=args.num_samples,
-        progress=False,
     )
     problem = build_problem(cfg, obs)
     fit = find_map(jax.random.PRNGKey(1), problem, cfg)

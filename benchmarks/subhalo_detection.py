@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--out", default="", help="optional JSON file for the per-lens rows")
     args = parser.parse_args()
 
-    infer = InferConfig(method="map", map_steps=600, map_restarts=args.map_restarts, progress=False)
+    infer = InferConfig(method="map", map_steps=600, map_restarts=args.map_restarts)
     sub = SubhaloConfig()
     rng = np.random.default_rng(args.seed)
     angles = rng.uniform(0, 2 * np.pi, args.n)

@@ -37,7 +37,7 @@ from lensgen.lensing.simulate import simulate_observation
 from lensgen.lensing.substructure import SubhaloPopulation, tnfw_from_mass
 
 LOG10_M, SUB_X, SUB_Y = 9.5, 1.2, 0.8
-INFER = InferConfig(method="map", map_steps=600, map_restarts=4, progress=False)
+INFER = InferConfig(method="map", map_steps=600, map_restarts=4)
 SUB = SubhaloConfig()
 
 

@@ -70,7 +70,9 @@ def test_source_model_contract(trained, key):
     # Decoded flux is in physical units: comparable to the data's 50–150.
     flux = np.asarray(jax.vmap(m.decode)(m.sample(key, 64))).sum(axis=(1, 2))
     assert 20 < np.median(flux) < 300
-    _, fparams = json.loads((out / "flow.json").read_text()), m.flow_params
+    fheader, fparams = json.loads((out / "flow.json").read_text()), m.flow_params
+    assert (fheader["kind"], fheader["format_version"]) == ("iaf", 2)
+    assert fheader["latent_dim"] == 8
     assert float(m.prior_log_prob(z)) == pytest.approx(float(flow.log_prob(fparams, z)), rel=1e-5)
     u = jax.random.normal(key, (8,), jnp.float32)
     np.testing.assert_allclose(flow.to_normal(fparams, m.from_normal(u))[0], u, atol=1e-3)

@@ -84,3 +84,15 @@ def progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=not sys.stdout.isatty(),
     )
+
+
+def stage_reporter(bar: Progress):
+    """A ``progress(stage, done, total, status)`` callback drawing one bar per stage."""
+    tasks: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int, status: str) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total, status=status)
+        bar.update(tasks[stage], completed=done, total=total, status=status)
+
+    return report

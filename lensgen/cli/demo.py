@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, double_precision
+from lensgen.cli.common import console, double_precision, progress, stage_reporter
 
 
 def demo(
@@ -14,8 +14,13 @@ def demo(
     rein: float = typer.Option(2.3, "--rein", help="True Einstein radius [arcsec]."),
     npix: int = typer.Option(60, "--npix", help="Image size in pixels."),
     num_warmup: int = typer.Option(200, "--num-warmup", help="NUTS warm-up steps per chain."),
-    num_samples: int = typer.Option(300, "--num-samples", help="NUTS draws per chain."),
+    num_samples: int = typer.Option(
+        300, "--num-samples", help="Most NUTS draws per chain (stops at --target-ess)."
+    ),
     num_chains: int = typer.Option(2, "--num-chains", help="NUTS chains (vectorised)."),
+    target_ess: int = typer.Option(
+        200, "--target-ess", help="ESS every parameter must reach (R-hat < 1.01 too)."
+    ),
     svi_steps: int = typer.Option(1000, "--svi-steps", help="SVI steps."),
     map_steps: int = typer.Option(600, "--map-steps", help="MAP Adam steps per restart."),
     map_restarts: int = typer.Option(4, "--map-restarts", help="MAP restarts."),
@@ -36,10 +41,13 @@ def demo(
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
+        target_ess=target_ess,
         svi_steps=svi_steps,
         map_steps=map_steps,
         map_restarts=map_restarts,
         source_model="" if source_model is None else str(source_model),
     )
     double_precision()
-    run_demo(cfg, out, seed=seed, overwrite=overwrite, console=console)
+    with progress(transient=True) as bar:
+        run_demo(cfg, out, seed=seed, overwrite=overwrite, console=console,
+                 progress=stage_reporter(bar))  # fmt: skip

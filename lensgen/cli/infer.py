@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, double_precision
+from lensgen.cli.common import console, double_precision, progress, stage_reporter
 
 
 def infer(
@@ -59,10 +59,19 @@ def infer(
         None, "--num-chains", help="NUTS chains, vectorised on one device (default 4)."
     ),
     num_warmup: int | None = typer.Option(
-        None, "--num-warmup", help="NUTS warm-up steps per chain (default 500)."
+        None, "--num-warmup", help="NUTS warm-up steps per chain (default 200)."
     ),
     num_samples: int | None = typer.Option(
-        None, "--num-samples", help="NUTS draws per chain (default 500)."
+        None,
+        "--num-samples",
+        help="Most NUTS draws per chain (default 2000); sampling stops earlier once "
+        "--target-ess is reached with R-hat < 1.01.",
+    ),
+    target_ess: int | None = typer.Option(
+        None,
+        "--target-ess",
+        help="Effective sample size every scalar parameter must reach before NUTS stops "
+        "(default 400; 0 draws all --num-samples).",
     ),
     target_accept: float | None = typer.Option(
         None, "--target-accept", help="NUTS target acceptance (default 0.8)."
@@ -82,12 +91,12 @@ def infer(
         None, "--svi-lr", help="SVI Adam learning rate (default 0.01)."
     ),
     map_steps: int | None = typer.Option(
-        None, "--map-steps", help="MAP Adam steps per restart (default 1500)."
+        None, "--map-steps", help="MAP Adam steps per restart (default 600)."
     ),
     map_restarts: int | None = typer.Option(
         None,
         "--map-restarts",
-        help="MAP restarts kept after screening 4x as many starts (default 8).",
+        help="MAP restarts kept after screening 4x as many starts (default 4).",
     ),
     subhalos: int = typer.Option(
         0,
@@ -130,6 +139,7 @@ def infer(
             "num_chains": num_chains,
             "num_warmup": num_warmup,
             "num_samples": num_samples,
+            "target_ess": target_ess,
             "target_accept": target_accept,
             "max_tree_depth": max_tree_depth,
             "svi_guide": svi_guide,
@@ -162,4 +172,6 @@ def infer(
         )
         run_subhalo_infer(cfg, sub, obs, out, seed=seed, overwrite=overwrite, console=console)
         return
-    run_infer(cfg, obs, out, seed=seed, overwrite=overwrite, console=console)
+    with progress(transient=True) as bar:
+        run_infer(cfg, obs, out, seed=seed, overwrite=overwrite, console=console,
+                  progress=stage_reporter(bar))  # fmt: skip

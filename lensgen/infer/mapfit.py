@@ -2,12 +2,11 @@
 
 Lensing posteriors are multimodal in the source orientation and position, so the
 MAP is the best of several restarts optimised together (one vmapped, jitted
-``lax.scan`` of Adam steps). The restarts are not blind prior draws: the Einstein
-radius and lens centre are read off the image (detected pixels lie near the
-Einstein ring), and the restarts spread θ_E by ±15%, turn the source through the
-full circle and scatter the source around the lens centre. Every restart is
-polished with damped Newton steps and the lowest wins; the inverse Hessian there
-is the Laplace covariance used as NUTS's mass matrix and to initialise SVI.
+``lax.scan`` of Adam steps). The restarts are not blind prior draws
+(:mod:`lensgen.infer.starts`): the lens geometry and the source's flux, position,
+size and shape are read off the image. Every restart is polished with damped Newton
+steps and the lowest wins; the inverse Hessian there is the Laplace covariance used
+as NUTS's mass matrix and to initialise SVI.
 
 Compiled programs depend only on the model function, never on the data (the
 data are an argument), so fitting many observations of one shape compiles once.
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import time
 import warnings
-import weakref
 from typing import Any, NamedTuple
 
 import jax
@@ -25,12 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
-from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_sample
 from numpyro.infer.util import initialize_model
 
 from lensgen.errors import LensgenError
-from lensgen.infer.model import likelihood_sigma
 from lensgen.infer.problem import (
     InferConfig,
     InferenceResult,
@@ -39,6 +35,8 @@ from lensgen.infer.problem import (
     reduced_chi2,
     render_values,
 )
+from lensgen.infer.programs import ModelFunctions
+from lensgen.infer.starts import map_starts
 
 SCREEN = 4
 """Starts screened per kept MAP restart."""
@@ -46,111 +44,30 @@ CHI2_WARN = 1.5
 """A MAP fit with a reduced χ² above this is reported as a likely local mode."""
 
 
-class ModelFunctions(NamedTuple):
-    """Data-independent functions of a model; ``x`` is a dict of unconstrained values."""
+class MapSettings(NamedTuple):
+    """What an Adam program of the MAP fit is compiled for."""
 
-    potential: Any  # (x, data) -> negative log joint
-    constrain: Any  # (x, data) -> constrained sample and deterministic sites
-
-
-_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    steps: int
+    lr: float
 
 
 def model_functions(problem: Problem) -> ModelFunctions:
-    """The potential and constrain functions of ``problem.model`` (built once per model)."""
-    fns = _FUNCTIONS.get(problem.model)
-    if fns is None:
-        info = initialize_model(
-            jax.random.PRNGKey(0), problem.model, model_args=(problem.data,), dynamic_args=True
-        )
-        gen_potential, gen_constrain = info.potential_fn, info.postprocess_fn
-        fns = ModelFunctions(
-            potential=lambda x, data: gen_potential(data)(x),
-            constrain=lambda x, data: gen_constrain(data)(x),
-        )
-        _FUNCTIONS[problem.model] = fns
-    return fns
+    """The potential and constrain functions of ``problem.model``."""
+    return problem.programs.functions(problem.data)
 
 
-def cached_program(problem: Problem, name: tuple, build):
-    """A compiled program of ``problem.model`` keyed by ``name``, built by ``build()`` once."""
-    table = _PROGRAMS.setdefault(problem.model, {})
-    if name not in table:
-        table[name] = build()
-    return table[name]
+def adam_program(problem: Problem, settings: MapSettings):
+    """Compiled ``(x0 batch, data) -> (x, final potential, loss curve)`` for the restarts.
 
-
-def estimate_geometry(problem: Problem) -> tuple[float, float, float] | None:
-    """Einstein radius and lens centre (arcsec) read off the detected pixels.
-
-    Pixels at S/N > 3 trace the lensed arcs, which lie near the Einstein ring: their
-    mean position estimates the lens centre and their mean distance from it θ_E.
-    Unweighted means, because the brightest arc of an off-centre source would pull
-    a flux-weighted centroid towards it. ``None`` when nothing is detected.
+    Built once per ``settings`` and kept by ``problem.programs``.
     """
-    data = problem.data
-    image, mask = np.asarray(data.image), np.asarray(data.mask)
-    sigma = np.asarray(likelihood_sigma(data, data.image))  # data as the model for Poisson σ
-    detected = mask & (image > 3.0 * sigma)
-    if detected.sum() < 3:
-        return None
-    ny, nx = image.shape
-    scale = problem.scene.pixel_scale
-    rows, cols = np.nonzero(detected)
-    x = (cols - (nx - 1) / 2) * scale
-    y = (rows - (ny - 1) / 2) * scale
-    cx, cy = float(x.mean()), float(y.mean())
-    return float(np.hypot(x - cx, y - cy).mean()), cx, cy
+    return problem.programs.get(("adam", settings), lambda: _adam(problem, settings))
 
 
-def _prior_centre(problem: Problem, axis: str, default: float) -> float:
-    """Location of the lens-centre prior along ``axis`` (``default`` if it has none)."""
-    prior = problem.priors.get(f"lens.0.center_{axis}")
-    if prior is None or prior.dist not in ("Normal", "TruncatedNormal", "Fixed"):
-        return default
-    return prior.args[0]
-
-
-def _starts(key, problem: Problem, z: dict, n: int) -> dict:
-    """Unconstrained restart points: prior draws ``z`` with data-driven geometry."""
-    geometry = estimate_geometry(problem)
-    rng = np.random.default_rng(np.asarray(key).tolist())
-    values: dict[str, np.ndarray] = {}
-    if geometry is not None:
-        theta, cx, cy = geometry
-        spread = np.linspace(0.85, 1.15, n) if n > 1 else np.ones(1)
-        jitter = 0.1 * theta * rng.standard_normal((2, n))
-        jitter[:, :2] = 0.0
-        # Half the starts put the lens at the detected pixels' centre, half at the
-        # prior's centre: the arcs of an off-centre source pull the former aside.
-        centre_x = np.where(np.arange(n) % 2 == 0, cx, _prior_centre(problem, "x", cx))
-        centre_y = np.where(np.arange(n) % 2 == 0, cy, _prior_centre(problem, "y", cy))
-        values = {
-            "lens.0.theta_E": theta * spread,
-            "lens.0.center_x": centre_x,
-            "lens.0.center_y": centre_y,
-            "source.0.center_x": centre_x + jitter[0],
-            "source.0.center_y": centre_y + jitter[1],
-        }
-    values["source.0.phi_G"] = np.pi * (2 * np.arange(n) / n - 1) + rng.uniform(0, 2 * np.pi / n)
-    out = dict(z)
-    for site, value in values.items():
-        prior = problem.priors.get(site)
-        if site not in z or prior is None or prior.fixed:
-            continue
-        low, high = prior.support()
-        pad = 1e-3 * (high - low) if np.isfinite(high - low) else 0.0
-        value = np.clip(value, low + pad, high - pad)
-        transform = biject_to(prior.to_numpyro().support).inv
-        out[site] = transform(jnp.asarray(value, z[site].dtype)).reshape(z[site].shape)
-    return out
-
-
-def adam_program(problem: Problem, steps: int, lr: float):
-    """Jitted ``(x0 batch, data) -> (x, final potential, loss curve)`` for the restarts."""
+def _adam(problem: Problem, settings: MapSettings):
     potential = model_functions(problem).potential
-    opt = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.01))
+    steps = settings.steps
+    opt = optax.adam(optax.cosine_decay_schedule(settings.lr, steps, alpha=0.01))
 
     def optimise(x0, data):
         def step(carry, _):
@@ -162,7 +79,7 @@ def adam_program(problem: Problem, steps: int, lr: float):
         (x, _), losses = jax.lax.scan(step, (x0, opt.init(x0)), None, length=steps)
         return x, potential(x, data), losses
 
-    return jax.jit(jax.vmap(optimise, in_axes=(0, None)))
+    return problem.programs.compile(jax.vmap(optimise, in_axes=(0, None)))
 
 
 def derivatives(problem: Problem):
@@ -172,10 +89,13 @@ def derivatives(problem: Problem):
     def flat_potential(v, like, data):
         return potential(ravel_pytree(like)[1](v), data)
 
-    return cached_program(
-        problem,
-        ("derivatives",),
-        lambda: (jax.jit(jax.value_and_grad(flat_potential)), jax.jit(jax.hessian(flat_potential))),
+    programs = problem.programs
+    return programs.get(
+        "derivatives",
+        lambda: (
+            programs.compile(jax.value_and_grad(flat_potential)),
+            programs.compile(jax.hessian(flat_potential)),
+        ),
     )
 
 
@@ -242,7 +162,37 @@ def laplace(problem: Problem, x, newton_steps: int = 60) -> Mode:
     return Mode(unravel(flat), (vec / floored) @ vec.T, float(value), np.asarray(grad), w)
 
 
-def find_map(key, problem: Problem, config: InferConfig) -> InferenceResult:
+class MapResult(NamedTuple):
+    """The MAP fit: what NUTS, SVI and the subhalo search start from.
+
+    ``point`` the constrained values (deterministic sites such as a flow's ``source.z``
+    included); ``mode`` the polished point in unconstrained space with its Laplace
+    covariance; ``chi2`` the reduced χ² of the model image there; ``loss`` the Adam
+    potential curve of the winning restart; ``restart_potentials`` every kept
+    restart's polished potential (inf where it failed); ``wall_time_s`` the time taken.
+    """
+
+    point: dict[str, np.ndarray]
+    mode: Mode
+    chi2: float
+    loss: np.ndarray
+    restart_potentials: np.ndarray
+    wall_time_s: float
+
+    def as_result(self) -> InferenceResult:
+        """The MAP as an :class:`InferenceResult` of one draw (for the reports)."""
+        samples = {k: v[None, None] for k, v in self.point.items()}
+        diagnostics = {
+            "map_loss": self.loss,
+            "map_potential": self.mode.potential,
+            "map_chi2": self.chi2,
+            "wall_time_s": self.wall_time_s,
+            "timings": {"map": self.wall_time_s},
+        }
+        return InferenceResult("map", samples, {}, self.point, diagnostics)
+
+
+def find_map(key, problem: Problem, config: InferConfig) -> MapResult:
     """Maximum a posteriori fit in unconstrained space, best of ``map_restarts`` starts.
 
     ``SCREEN × map_restarts`` starts run ``map_steps // 3`` Adam steps, the best
@@ -262,26 +212,17 @@ def find_map(key, problem: Problem, config: InferConfig) -> InferenceResult:
         model_args=(problem.data,),
         init_strategy=init_to_sample,
     )
-    init = _starts(k_starts, problem, dict(info.param_info.z), n_screen)
+    init = map_starts(k_starts, problem, dict(info.param_info.z), n_screen)
     if n_screen > n:
-        steps = max(config.map_steps // 3, 1)
-        screen = cached_program(
-            problem,
-            ("map", steps, config.map_lr),
-            lambda: adam_program(problem, steps, config.map_lr),
-        )
+        screen = adam_program(problem, MapSettings(max(config.map_steps // 3, 1), config.map_lr))
         xs, final, _ = screen(init, problem.data)
         keep = np.argsort(np.where(np.isfinite(final), final, np.inf))[:n]
         init = jax.tree_util.tree_map(lambda a: a[keep], xs)
-    optimise = cached_program(
-        problem,
-        ("map", config.map_steps, config.map_lr),
-        lambda: adam_program(problem, config.map_steps, config.map_lr),
-    )
+    optimise = adam_program(problem, MapSettings(config.map_steps, config.map_lr))
     xs, final, losses = optimise(init, problem.data)
     final = np.where(np.isfinite(final), np.asarray(final), np.inf)
     # Adam leaves each restart somewhere on its ridge; the Newton polish (cheap: the
-    # Hessian of ~20 parameters) ranks the restarts by where their ridges bottom out.
+    # Hessian of ~25 parameters) ranks the restarts by where their ridges bottom out.
     polished = {}
     for i in np.flatnonzero(np.isfinite(final)):
         polished[i] = laplace(problem, jax.tree_util.tree_map(lambda a, i=i: a[i], xs))
@@ -292,9 +233,9 @@ def find_map(key, problem: Problem, config: InferConfig) -> InferenceResult:
             "check the priors and the noise map"
         )
     best = min(polished, key=lambda i: polished[i].potential)
-    x_best, cov = polished[best].x, polished[best].cov
+    mode = polished[best]
     constrain = model_functions(problem).constrain
-    point = {k: np.asarray(v) for k, v in constrain(x_best, problem.data).items()}
+    point = {k: np.asarray(v) for k, v in constrain(mode.x, problem.data).items()}
     chi2 = reduced_chi2(problem, render_values(problem, point)[1])
     if chi2 > CHI2_WARN:
         warnings.warn(
@@ -303,15 +244,14 @@ def find_map(key, problem: Problem, config: InferConfig) -> InferenceResult:
             "there. Try more --map-restarts / --map-steps, or check the model and noise map",
             stacklevel=2,
         )
-    samples = {k: v[None, None] for k, v in point.items()}
-    diagnostics = {
-        "map_loss": np.asarray(losses[best]),
-        "map_potential": float(final[best]),
-        "map_chi2": chi2,
-        "map_restart_potentials": final,
-        "map_unconstrained": x_best,
-        "laplace_cov": cov,
-        "wall_time_s": time.perf_counter() - t0,
-        "divergences": 0,
-    }
-    return InferenceResult("map", samples, {}, point, diagnostics)
+    return MapResult(
+        point, mode, chi2, np.asarray(losses[best]), final, time.perf_counter() - t0
+    )
+
+
+def map_from_mode(problem: Problem, mode: Mode, like: MapResult) -> MapResult:
+    """``like`` moved to another polished ``mode`` of the same problem (point and χ² redone)."""
+    constrain = model_functions(problem).constrain
+    point = {k: np.asarray(v) for k, v in constrain(mode.x, problem.data).items()}
+    chi2 = reduced_chi2(problem, render_values(problem, point)[1])
+    return like._replace(point=point, mode=mode, chi2=chi2)

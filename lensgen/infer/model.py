@@ -9,12 +9,18 @@ Source options
 ``"vae"``
     The decoder of a :class:`~lensgen.source.model.SourceModel` as an INTERPOL
     source. With a flow the sampler works in u-space: u ~ N(0, I) and
-    z = ``from_normal(u)``; as the flow is a bijection this *is* the flow prior on z,
-    and the geometry NUTS sees is the (nearly Gaussian) one of u. Without a flow
-    (or ``latent_prior="normal"``) z ~ N(0, I). The decoded stamp d is normalised
-    to total flux ``flux`` (counts/s) over decoded pixels of ``scale`` arcsec:
-    surface brightness = flux · d / (Σd · scale²), the convention of
-    ``lensgen simulate`` (``[[source]] type = "VAE"``).
+    z = ``from_normal(u)`` (one pass of the inverse autoregressive flow); as the flow
+    is a bijection this *is* the flow prior on z, and the geometry NUTS sees is the
+    (nearly Gaussian) one of u. Without a flow (or ``latent_prior="normal"``)
+    z ~ N(0, I). The decoded galaxy is placed by its light, not by its pixel grid
+    (:func:`lensgen.source.model.interpol_params`): ``flux`` is its total flux
+    (counts/s), ``center_x``/``center_y`` its light centroid and ``size`` its RMS
+    radius (arcsec), so the latent directions that shift, grow or brighten the decoded
+    galaxy leave the image unchanged and only the prior holds them: the posterior
+    has no ridge between the latent and these parameters. ``phi_G`` is fixed at 0
+    by default because the latent carries orientation (the training set holds every
+    orientation, and augmentation adds flips and 90° turns); a prior frees it. This
+    is the convention of ``lensgen simulate`` (``[[source]] type = "VAE"``).
 ``"SERSIC_ELLIPSE"``
     lenstronomy's elliptical Sérsic.
 
@@ -41,9 +47,10 @@ import numpyro.distributions as dist
 
 from lensgen.errors import LensgenError
 from lensgen.infer.priors import Prior
+from lensgen.source.model import SOURCE_PARAMS, interpol_params
 
-VAE_PARAMS = ("flux", "center_x", "center_y", "phi_G", "scale")
-"""Free parameters of the learned source besides the latent vector."""
+VAE_PARAMS = SOURCE_PARAMS
+"""Parameters of the learned source besides the latent vector."""
 SUBHALO_SITES = ("log10_m", "center_x", "center_y")
 """Free parameters of each fitted subhalo: log10 of M200 (M☉) and position (arcsec)."""
 
@@ -122,12 +129,6 @@ def render_scene(spec: ModelSpec):
     return ("INTERPOL",) if spec.source == "vae" else (spec.source,)
 
 
-def vae_image(source_model, z, flux, scale):
-    """Surface brightness (counts/s/arcsec²) of the decoded source normalised to ``flux``."""
-    decoded = source_model.decode(z)
-    return flux * decoded / (jnp.sum(decoded) * scale**2)
-
-
 def _sample_component(group: str, index: int, names, priors: dict[str, Prior]) -> dict:
     values = {}
     for p in names:
@@ -159,9 +160,7 @@ def build_params(spec: ModelSpec, priors: dict[str, Prior], source_model=None) -
             z = numpyro.deterministic("source.z", source_model.from_normal(u))
         else:
             z = numpyro.sample("source.z", std_normal)
-        flux, scale = src.pop("flux"), src["scale"]
-        src["image"] = vae_image(source_model, z, flux, scale)
-        src["amp"] = 1.0
+        src = interpol_params(source_model.decode(z), **src)
     params["source"].append(src)
     for i, light in enumerate(spec.lens_light):
         names = component_params("lens_light", light)

@@ -31,6 +31,7 @@ from lensgen.infer.model import (
     render_scene,
 )
 from lensgen.infer.priors import Prior, load_priors, resolve_priors
+from lensgen.infer.programs import Programs
 
 GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal")
 
@@ -44,6 +45,9 @@ class InferConfig:
     source and no lens light. ``likelihood = "auto"``: Gaussian with the NOISE
     map when the file has one, else the Poisson-like model from EXPTIME/BKGRMS.
     ``exptime`` (s) and ``background_rms`` (counts/s) supply or replace the header's.
+    NUTS draws up to ``num_samples`` per chain after ``num_warmup`` and stops early
+    once every scalar parameter has R-hat < 1.01 and an effective sample size of at
+    least ``target_ess`` (0: always draw ``num_samples``).
     """
 
     method: Literal["nuts", "svi", "map", "nuts+svi"] = "nuts"
@@ -58,14 +62,15 @@ class InferConfig:
     exptime: float | None = None
     background_rms: float | None = None
     num_chains: int = 4
-    num_warmup: int = 500
-    num_samples: int = 500
+    num_warmup: int = 200
+    num_samples: int = 2000
+    target_ess: int = 400
     target_accept: float = 0.8
     max_tree_depth: int = 8
     dense_mass: bool = True
-    mass_matrix: Literal["laplace", "adapt"] = "laplace"
-    map_steps: int = 1500
-    map_restarts: int = 8
+    mass_matrix: Literal["refine", "laplace", "adapt"] = "refine"
+    map_steps: int = 600
+    map_restarts: int = 4
     map_lr: float = 0.03
     svi_guide: Literal["AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal"] = (
         "AutoMultivariateNormal"
@@ -73,14 +78,13 @@ class InferConfig:
     svi_steps: int = 1000
     svi_lr: float = 0.01
     svi_samples: int = 2000
-    progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_chains", "num_samples", "map_steps", "map_restarts", "svi_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_warmup < 0 or self.svi_steps < 0:
-            raise ValueError("num_warmup and svi_steps must be >= 0")
+        if self.num_warmup < 0 or self.svi_steps < 0 or self.target_ess < 0:
+            raise ValueError("num_warmup, svi_steps and target_ess must be >= 0")
         if not 0.0 < self.target_accept < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
         if not 1 <= self.max_tree_depth <= 15:
@@ -91,7 +95,9 @@ class Problem(NamedTuple):
     """Everything needed to evaluate and plot the model of one observation.
 
     ``model`` is called as ``model(data)``; ``data`` is this observation's
-    :class:`~lensgen.infer.model.LikelihoodData`.
+    :class:`~lensgen.infer.model.LikelihoodData`; ``programs`` holds the model's
+    compiled programs (:class:`~lensgen.infer.programs.Programs`), kept by
+    :func:`with_data` so that other observations of the same shape reuse them.
     """
 
     spec: ModelSpec
@@ -102,6 +108,7 @@ class Problem(NamedTuple):
     data: LikelihoodData
     source_model: Any
     psf: np.ndarray | None
+    programs: Programs
 
 
 class InferenceResult(NamedTuple):
@@ -110,8 +117,11 @@ class InferenceResult(NamedTuple):
     ``samples`` maps site names to arrays (chain, draw, ...) in constrained space
     (for SVI and MAP one chain); ``sample_stats`` holds NUTS per-draw statistics
     (``diverging``, ``lp``, ``acceptance_rate``, ``n_steps``); ``point`` the MAP
-    values used to initialise; ``diagnostics`` scalars and curves
-    (``divergences``, ``wall_time_s``, ``elbo``, ``map_loss``).
+    values used to initialise; ``diagnostics`` what the method measured: always
+    ``wall_time_s`` and ``timings`` (seconds per stage), NUTS also ``divergences``,
+    ``mean_steps`` (leapfrog steps per draw), ``ess``/``rhat`` of the stopping
+    parameters and ``converged``; SVI ``elbo``; MAP ``map_loss``, ``map_chi2``. A
+    quantity a method does not measure is absent, never zero.
     """
 
     method: str
@@ -190,7 +200,8 @@ def build_problem(
         if source_model is None:
             from lensgen.source.model import load_source_model
 
-            source_model = load_source_model(config.source_model or None)
+            use_flow = False if config.latent_prior == "normal" else None
+            source_model = load_source_model(config.source_model or None, use_flow=use_flow)
         if config.latent_prior == "flow" and not source_model.has_flow:
             raise LensgenError("--latent-prior flow: the source model has no flow")
         latent = "flow" if config.latent_prior != "normal" and source_model.has_flow else "normal"
@@ -214,7 +225,7 @@ def build_problem(
     psf = None if obs.psf is None else np.asarray(obs.psf)
     renderer = make_renderer(scene, None if psf is None else jnp.asarray(psf))
     model = make_model(spec, priors, renderer, source_model)
-    return Problem(spec, priors, model, renderer, scene, data, source_model, psf)
+    return Problem(spec, priors, model, renderer, scene, data, source_model, psf, Programs(model))
 
 
 def with_data(problem: Problem, obs, mask: np.ndarray | None = None, config=None) -> Problem:

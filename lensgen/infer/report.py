@@ -69,8 +69,29 @@ def summary(result: InferenceResult):
     finally:
         log.setLevel(level)
     table = table[SUMMARY_COLUMNS]
-    table["divergences"] = result.diagnostics.get("divergences", 0)
+    # Only NUTS counts divergences: for SVI and MAP the column is left out, not zeroed.
+    if "divergences" in result.diagnostics:
+        table["divergences"] = result.diagnostics["divergences"]
     return table
+
+
+def timing_line(result: InferenceResult) -> str:
+    """Where a method's time went, and for NUTS its cost per draw and what it reached."""
+    labels = {"compile": "compile", "map": "MAP", "warmup": "warm-up", "sampling": "sampling",
+              "optimisation": "optimisation"}  # fmt: skip
+    timings = result.diagnostics.get("timings", {})
+    parts = [f"{labels.get(k, k)} {v:.1f} s" for k, v in timings.items()]
+    line = f"{result.method}: {result.diagnostics['wall_time_s']:.1f} s ({', '.join(parts)})"
+    d = result.diagnostics
+    if "mean_steps" in d:
+        line += f"; {d['mean_steps']:.1f} leapfrog steps/draw, {d['draws_per_chain']} draws/chain"
+        if d.get("ess"):
+            worst = min(d["ess"], key=d["ess"].get)
+            line += f", min ESS {d['ess'][worst]:.0f} ({worst})"
+            finite = [v for v in d["rhat"].values() if np.isfinite(v)]
+            if finite:
+                line += f", max R-hat {max(finite):.4f}"
+    return line
 
 
 def print_summary(table, method: str, truth: dict[str, float], console) -> None:
@@ -86,7 +107,7 @@ def print_summary(table, method: str, truth: dict[str, float], console) -> None:
         cells += [f"{row[c]:.4g}" for c in SUMMARY_COLUMNS]
         out.add_row(str(name), *cells)
     console.print(out)
-    n_div = int(table["divergences"].iloc[0]) if len(table) else 0
+    n_div = int(table["divergences"].iloc[0]) if "divergences" in table and len(table) else 0
     if n_div:
         console.print(f"[bold yellow]warning:[/] {n_div} divergent transition(s) in {method}")
 
@@ -265,6 +286,7 @@ def write_results(
         paths[f"summary_{m}"] = out / f"summary_{m}.csv"
         if console is not None:
             print_summary(table, m, truth, console)
+            console.print(timing_line(res))
         if m != "map":
             paths[f"corner_{m}"] = corner_plot(res, truth, out / f"corner_{m}.png", overwrite)
         if "elbo" in res.diagnostics and len(res.diagnostics["elbo"]):

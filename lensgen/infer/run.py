@@ -20,7 +20,7 @@ from typing import Any
 import jax
 
 from lensgen.errors import LensgenError
-from lensgen.infer.mapfit import estimate_geometry, find_map, laplace
+from lensgen.infer.mapfit import MapResult, Mode, find_map, laplace
 from lensgen.infer.problem import (
     GUIDES,
     InferConfig,
@@ -33,13 +33,17 @@ from lensgen.infer.problem import (
     render_values,
     with_data,
 )
-from lensgen.infer.samplers import run_nuts, run_svi
+from lensgen.infer.samplers import ProgressFn, run_nuts, run_svi
+from lensgen.infer.starts import estimate_geometry
 
 __all__ = [
     "GUIDES",
     "InferConfig",
     "InferenceResult",
+    "MapResult",
+    "Mode",
     "Problem",
+    "ProgressFn",
     "build_problem",
     "estimate_geometry",
     "find_map",
@@ -56,17 +60,34 @@ __all__ = [
 ]
 
 
-def run_inference(key, problem: Problem, config: InferConfig) -> list[InferenceResult]:
-    """MAP, then the configured method(s); returns one result per method."""
+def run_inference(
+    key, problem: Problem, config: InferConfig, progress: ProgressFn | None = None
+) -> list[InferenceResult]:
+    """MAP, then the configured method(s); returns one result per method.
+
+    Each result's ``diagnostics["timings"]`` says where its time went (seconds):
+    ``compile``, ``map`` (the MAP fit it started from, compilation included) and the
+    method's own stages (``warmup`` and ``sampling`` for NUTS, ``optimisation`` for SVI).
+    """
     k_map, k_nuts, k_svi = jax.random.split(_keys(key), 3)
+    compile0 = problem.programs.compile_seconds
+    if progress is not None:
+        progress("MAP fit", 0, 1, f"{config.map_restarts} restarts")
     start = find_map(k_map, problem, config)
+    map_compile = problem.programs.compile_seconds - compile0
+    if progress is not None:
+        progress("MAP fit", 1, 1, f"χ²/N {start.chi2:.3f}")
     if config.method == "map":
-        return [start]
+        return [start.as_result()]
     results = []
     if config.method in ("nuts", "nuts+svi"):
-        results.append(run_nuts(k_nuts, problem, config, start))
+        results.append(run_nuts(k_nuts, problem, config, start, progress))
     if config.method in ("svi", "nuts+svi"):
-        results.append(run_svi(k_svi, problem, config, start))
+        results.append(run_svi(k_svi, problem, config, start, progress))
+    for r in results:
+        timings = r.diagnostics["timings"]
+        timings["compile"] += map_compile
+        timings["map"] = start.wall_time_s - map_compile
     return results
 
 
@@ -78,6 +99,7 @@ def run_infer(
     overwrite: bool = False,
     console=None,
     source_model=None,
+    progress: ProgressFn | None = None,
 ) -> list[InferenceResult]:
     """The ``lensgen infer`` workflow: read, fit, write the outputs into ``out``.
 
@@ -97,7 +119,7 @@ def run_infer(
     obs = read_observation(obs_path)
     mask = load_mask(config.mask, obs.image.shape) if config.mask else None
     problem = build_problem(config, obs, source_model, mask)
-    results = run_inference(jax.random.PRNGKey(seed), problem, config)
+    results = run_inference(jax.random.PRNGKey(seed), problem, config, progress)
     paths = write_results(out, problem, obs, results, overwrite=True, console=console)
     resolved = {k: v for k, v in to_dict(config).items() if v is not None}
     atomic_write_text(

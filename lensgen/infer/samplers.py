@@ -5,8 +5,9 @@ own: chains are ``vmap``-ped on one device and the whole transition is jitted
 once per model, with the observed data, the starting points and the inverse mass
 matrix as *arguments*. So a second observation of the same shape (the
 calibration runs fifty) reuses the compiled sampler, and the mass matrix can be
-the Laplace covariance at the MAP. The loop advances in chunks, which drives a
-progress bar and costs one compilation for any chunk length.
+the Laplace covariance at the MAP. The loop advances in chunks, which report
+progress through a callback, let sampling stop once the effective sample size and
+R-hat targets are met, and cost one compilation for any chunk length.
 
 SVI uses NumPyro's autoguides with an optax Adam; the Normal guides start at the
 Laplace approximation (location = MAP, scale from the inverse Hessian), so the
@@ -15,8 +16,10 @@ optimisation refines an already sensible posterior.
 
 from __future__ import annotations
 
-import sys
 import time
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,48 +27,64 @@ import numpy as np
 import numpyro
 import optax
 from jax.flatten_util import ravel_pytree
+from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_value
 from numpyro.infer.hmc import hmc
 
-from lensgen.infer.mapfit import cached_program, model_functions
+from lensgen.infer.mapfit import MapResult, model_functions
 from lensgen.infer.problem import InferConfig, InferenceResult, Problem, _keys
 
 CHUNK = 50
-"""Iterations per jitted call (progress-bar granularity)."""
+"""Iterations per jitted call (progress-bar and stopping-check granularity)."""
+RHAT_TARGET = 1.01
+"""NUTS stops early only once every scalar parameter's split R-hat is below this."""
+MIN_DRAWS = 100
+"""Draws per chain before the early-stopping check starts (R-hat needs some length)."""
+MIN_REFINE = 40
+"""Warm-up iterations per stage below which the mass matrix is not refined."""
+
+ProgressFn = Callable[[str, int, int, str], None]
+"""``progress(stage, done, total, status)``, called after each jitted chunk of work."""
 
 
-def progress(enabled: bool):
-    """A rich progress bar, shown only on a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class NutsSettings(NamedTuple):
+    """What the NUTS program is compiled for (the rest of InferConfig is run-time input)."""
 
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=not (enabled and sys.stdout.isatty()),
-    )
+    num_warmup: int
+    target_accept: float
+    max_tree_depth: int
+    dense_mass: bool
+    adapt_mass: bool
+
+    @classmethod
+    def from_config(cls, config: InferConfig) -> NutsSettings:
+        return cls(
+            _warmup_stages(config)[0],
+            config.target_accept,
+            config.max_tree_depth,
+            config.dense_mass,
+            config.mass_matrix == "adapt",
+        )
 
 
-def _nuts_program(problem: Problem, config: InferConfig):
-    """Jitted ``init(keys, x0, inverse_mass, data)`` and ``advance(states, data, n)``."""
+def _nuts_program(problem: Problem, settings: NutsSettings):
+    """Compiled ``init(keys, x0, inverse_mass, data)``, ``advance(states, data, n)`` and
+    ``draws(z, data)`` (unconstrained draws → constrained sites)."""
+    programs = problem.programs
     potential = model_functions(problem).potential
     init_kernel, sample_kernel = hmc(
         potential_fn_gen=lambda data: lambda x: potential(x, data), algo="NUTS"
     )
-    num_warmup = config.num_warmup
 
     def init_one(key, x0, inverse_mass, data):
         return init_kernel(
             x0,
-            num_warmup,
+            settings.num_warmup,
             inverse_mass_matrix=inverse_mass,
-            adapt_mass_matrix=config.mass_matrix == "adapt",
-            dense_mass=[tuple(sorted(x0))] if config.dense_mass else [],
-            target_accept_prob=config.target_accept,
-            max_tree_depth=config.max_tree_depth,
+            adapt_mass_matrix=settings.adapt_mass,
+            dense_mass=[tuple(sorted(x0))] if settings.dense_mass else [],
+            target_accept_prob=settings.target_accept,
+            max_tree_depth=settings.max_tree_depth,
             model_args=(data,),
             rng_key=key,
         )
@@ -91,57 +110,137 @@ def _nuts_program(problem: Problem, config: InferConfig):
         )
         return jax.lax.fori_loop(0, n, body, (states, buffer))
 
-    init = jax.jit(jax.vmap(init_one, in_axes=(0, 0, None, None)))
     constrain = model_functions(problem).constrain
-    draws = jax.jit(jax.vmap(jax.vmap(constrain, in_axes=(0, None)), in_axes=(0, None)))
-    return init, jax.jit(advance), draws
+    init = programs.compile(jax.vmap(init_one, in_axes=(0, 0, None, None)))
+    draws = programs.compile(jax.vmap(jax.vmap(constrain, in_axes=(0, None)), in_axes=(0, None)))
+    return init, programs.compile(advance), draws
 
 
-def run_nuts(key, problem: Problem, config: InferConfig, start: InferenceResult) -> InferenceResult:
+def _warmup_stages(config: InferConfig) -> tuple[int, int]:
+    """Warm-up iterations per stage and the number of stages (2 when refining the mass)."""
+    if config.mass_matrix == "refine" and config.num_warmup >= 2 * MIN_REFINE:
+        return config.num_warmup // 2, 2
+    return config.num_warmup, 1
+
+
+def refined_inverse_mass(laplace_cov: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The Laplace covariance corrected by the covariance of warm-up draws.
+
+    The draws ((n, d), unconstrained, flattened) are whitened by the Laplace
+    covariance's Cholesky factor L; their covariance C there is shrunk towards the
+    identity, (n C + 5 I)/(n + 5), and mapped back: L C Lᵀ. Shrinking in whitened
+    space keeps the scale of each parameter, which differ by orders of magnitude
+    (θ_E to 1e-4, latents to 1): a learned source's posterior is wider and narrower
+    than its curvature at the MAP along some latent directions, and that mismatch,
+    not the lens, sets NUTS's step size and trajectory length.
+    """
+    d = len(laplace_cov)
+    root = np.linalg.cholesky(laplace_cov + 1e-12 * np.trace(laplace_cov) * np.eye(d))
+    white = np.linalg.solve(root, (draws - draws.mean(axis=0)).T).T
+    n = len(draws)
+    cov = (n * np.cov(white.T).reshape(d, d) + 5.0 * np.eye(d)) / (n + 5.0)
+    return root @ cov @ root.T
+
+
+def _convergence(z: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, float]]:
+    """ESS and split R-hat of every scalar site of draws ``z`` ((chain, draw) arrays)."""
+    ess, rhat = {}, {}
+    for name, v in z.items():
+        if v.ndim == 2:
+            ess[name] = float(effective_sample_size(v))
+            rhat[name] = float(split_gelman_rubin(v)) if v.shape[0] > 1 else float("nan")
+    return ess, rhat
+
+
+def _targets_met(ess: dict[str, float], rhat: dict[str, float], target: int) -> bool:
+    worst_rhat = max((r for r in rhat.values() if np.isfinite(r)), default=1.0)
+    return bool(ess) and min(ess.values()) >= target and worst_rhat < RHAT_TARGET
+
+
+def run_nuts(
+    key,
+    problem: Problem,
+    config: InferConfig,
+    start: MapResult,
+    progress: ProgressFn | None = None,
+) -> InferenceResult:
     """NUTS with ``num_chains`` chains vectorised on one device, started around the MAP.
 
-    The inverse mass matrix is the Laplace covariance at the MAP; with
-    ``mass_matrix = "laplace"`` only the step size is adapted in warm-up (the
-    posterior of a well-measured lens is close to Gaussian, and a dense matrix
-    estimated from a short warm-up is noisier than the Hessian), with ``"adapt"``
-    NumPyro's windowed adaptation starts from it. Chains start at independent
+    The inverse mass matrix starts as the Laplace covariance at the MAP. With
+    ``mass_matrix = "refine"`` (default) the warm-up runs in two halves: after the
+    first, the matrix is corrected by the covariance of its draws
+    (:func:`refined_inverse_mass`) and the step size is adapted again; with
+    ``"laplace"`` only the step size is adapted; with ``"adapt"`` NumPyro's windowed
+    adaptation starts from it. Chains start at independent
     draws from the Laplace approximation with half its width, so R-hat stays
-    meaningful.
+    meaningful. After ``MIN_DRAWS`` draws per chain, sampling stops at the first chunk
+    where every scalar parameter has R-hat < ``RHAT_TARGET`` and ESS ≥
+    ``config.target_ess``, else after ``num_samples`` draws with a one-line warning
+    naming what was reached.
     """
     t0 = time.perf_counter()
+    compile0 = problem.programs.compile_seconds
     k_start, k_run = jax.random.split(_keys(key))
-    settings = (
-        "nuts",
-        config.num_warmup,
-        config.target_accept,
-        config.max_tree_depth,
-        config.dense_mass,
-        config.mass_matrix,
+    settings = NutsSettings.from_config(config)
+    init, advance, draws = problem.programs.get(
+        settings, lambda: _nuts_program(problem, settings)
     )
-    init, advance, draws = cached_program(problem, settings, lambda: _nuts_program(problem, config))
-    flat, unravel = ravel_pytree(start.diagnostics["map_unconstrained"])
-    cov = start.diagnostics["laplace_cov"]
+    flat, unravel = ravel_pytree(start.mode.x)
+    cov = start.mode.cov
     root = np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)) * np.trace(cov))
     noise = np.asarray(jax.random.normal(k_start, (config.num_chains, len(cov))))
     x0 = jax.vmap(unravel)(flat + jnp.asarray(0.5 * noise @ root.T, flat.dtype))
     inverse_mass = jnp.asarray(cov if config.dense_mass else np.diag(cov), flat.dtype)
-    states = init(jax.random.split(k_run, config.num_chains), x0, inverse_mass, problem.data)
+    stage_len, stages = _warmup_stages(config)
+    k_runs = jax.random.split(k_run, stages)
+    states = init(jax.random.split(k_runs[0], config.num_chains), x0, inverse_mass, problem.data)
 
+    phase_time = {"warmup": 0.0, "sampling": 0.0}
+    pieces, done, drawn, warm = [], 0, 0, []
+    ess: dict[str, float] = {}
+    rhat: dict[str, float] = {}
+    converged = False
     total = config.num_warmup + config.num_samples
-    pieces, done = [], 0
-    with progress(config.progress) as bar:
-        task = bar.add_task("NUTS warm-up", total=total, status="")
-        while done < total:
-            # Chunks end at the warm-up boundary so draws never mix with warm-up.
-            limit = config.num_warmup if done < config.num_warmup else total
-            n = min(CHUNK, limit - done)
-            states, buffer = advance(states, problem.data, n)
-            if done >= config.num_warmup:
-                pieces.append(jax.tree_util.tree_map(lambda b, n=n: np.asarray(b[:n]), buffer))
-            done += n
-            phase = "NUTS warm-up" if done < config.num_warmup else "NUTS sampling"
-            steps = float(np.mean(np.asarray(buffer[4][:n])))
-            bar.update(task, advance=n, description=phase, status=f"{steps:.0f} steps/it")
+    while done < total and not converged:
+        # Chunks end at the warm-up boundaries so draws never mix with warm-up.
+        if done < config.num_warmup:
+            limit = stage_len if done < stage_len else config.num_warmup
+        else:
+            limit = total
+        n = min(CHUNK, limit - done)
+        phase = "warmup" if done < config.num_warmup else "sampling"
+        c0, t1 = problem.programs.compile_seconds, time.perf_counter()
+        states, buffer = advance(states, problem.data, n)
+        buffer = jax.tree_util.tree_map(lambda b, n=n: np.asarray(b[:n]), buffer)
+        phase_time[phase] += time.perf_counter() - t1 - (problem.programs.compile_seconds - c0)
+        done += n
+        steps = float(np.mean(buffer[4]))
+        status = f"{steps:.0f} leapfrog steps/draw"
+        if stages == 2 and done <= stage_len:
+            warm.append(buffer[0])
+            if done == stage_len:
+                # Stage 2 of the warm-up: restart the kernels where the chains are, with
+                # the mass matrix refined by stage 1's second half, and re-adapt the step.
+                z_warm = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *warm)
+                keep = jax.tree_util.tree_map(lambda a: a[stage_len // 2 :], z_warm)
+                flat_draws = np.asarray(jax.vmap(jax.vmap(lambda v: ravel_pytree(v)[0]))(keep))
+                refined = refined_inverse_mass(cov, flat_draws.reshape(-1, len(cov)))
+                inverse_mass = jnp.asarray(
+                    refined if config.dense_mass else np.diag(refined), flat.dtype
+                )
+                keys = jax.random.split(k_runs[1], config.num_chains)
+                states = init(keys, states.z, inverse_mass, problem.data)
+        if phase == "sampling":
+            pieces.append(buffer)
+            drawn += n
+            if config.target_ess and drawn >= MIN_DRAWS:
+                z = {k: np.concatenate([p[0][k] for p in pieces]).swapaxes(0, 1) for k in x0}
+                ess, rhat = _convergence(z)
+                converged = _targets_met(ess, rhat, config.target_ess)
+                status += f", min ESS {min(ess.values(), default=0):.0f}"
+        if progress is not None:
+            label = "NUTS warm-up" if phase == "warmup" else "NUTS sampling"
+            progress(label, done, total, status)
     z, diverging, energy, accept, n_steps = jax.tree_util.tree_map(
         lambda *a: np.concatenate(a, axis=0), *pieces
     )
@@ -154,11 +253,35 @@ def run_nuts(key, problem: Problem, config: InferConfig, start: InferenceResult)
         "acceptance_rate": np.swapaxes(accept, 0, 1),
         "n_steps": np.swapaxes(n_steps, 0, 1),
     }
+    scalars = {k: v for k, v in samples.items() if v.ndim == 2}
+    ess, rhat = _convergence(scalars)
+    converged = _targets_met(ess, rhat, config.target_ess) if config.target_ess else None
+    if converged is False:
+        worst_ess = min(ess, key=ess.get)
+        worst_rhat = max(rhat, key=lambda k: rhat[k] if np.isfinite(rhat[k]) else -1.0)
+        warnings.warn(
+            f"NUTS did not reach its targets in {drawn} draws per chain: ESS({worst_ess}) "
+            f"{ess[worst_ess]:.0f} (target {config.target_ess}), R-hat({worst_rhat}) "
+            f"{rhat[worst_rhat]:.3f} (target < {RHAT_TARGET}); raise --num-samples or check "
+            "the MAP fit",
+            stacklevel=2,
+        )
+    wall = time.perf_counter() - t0
     diagnostics = {
         "divergences": int(stats["diverging"].sum()),
-        "wall_time_s": time.perf_counter() - t0,
+        "wall_time_s": wall,
         "mean_steps": float(stats["n_steps"].mean()),
+        "draws_per_chain": drawn,
+        "ess": ess,
+        "rhat": rhat,
+        "timings": {
+            "compile": problem.programs.compile_seconds - compile0,
+            "warmup": phase_time["warmup"],
+            "sampling": phase_time["sampling"],
+        },
     }
+    if converged is not None:
+        diagnostics["converged"] = converged
     return InferenceResult("nuts", samples, stats, start.point, diagnostics)
 
 
@@ -168,7 +291,7 @@ def _sample_sites(problem: Problem, point: dict) -> dict:
     return {k: v for k, v in point.items() if k not in drop}
 
 
-def _guide(problem: Problem, config: InferConfig, start: InferenceResult):
+def _guide(problem: Problem, config: InferConfig, start: MapResult):
     from numpyro.infer import autoguide
 
     if config.svi_guide == "AutoIAFNormal":
@@ -187,10 +310,9 @@ def _model_order(problem: Problem) -> list[str]:
     return [k for k, site in trace.items() if site["type"] == "sample" and not site["is_observed"]]
 
 
-def _guide_init(problem: Problem, config: InferConfig, start: InferenceResult) -> dict | None:
+def _guide_init(problem: Problem, config: InferConfig, start: MapResult) -> dict | None:
     """Guide parameters of the Laplace approximation at the MAP (Normal guides only)."""
-    x = start.diagnostics["map_unconstrained"]
-    cov = start.diagnostics["laplace_cov"]
+    x, cov = start.mode.x, start.mode.cov
     flat, unravel = ravel_pytree(x)
     if config.svi_guide == "AutoMultivariateNormal":
         # The guide ravels sites in model order, ravel_pytree in sorted order.
@@ -236,7 +358,14 @@ def _scaled_locations() -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def _svi_program(problem: Problem, config: InferConfig, start: InferenceResult):
+class SviSettings(NamedTuple):
+    """What the SVI step is compiled for."""
+
+    guide: str
+    lr: float
+
+
+def _svi_program(problem: Problem, config: InferConfig, start: MapResult):
     guide = _guide(problem, config, start)
     optim = numpyro.optim.optax_to_numpyro(
         optax.chain(optax.clip_by_global_norm(1e3), optax.adam(config.svi_lr), _scaled_locations())
@@ -251,34 +380,39 @@ def _svi_program(problem: Problem, config: InferConfig, start: InferenceResult):
 
         return jax.lax.fori_loop(0, n, body, (state, jnp.zeros(CHUNK * 10)))
 
-    return guide, svi, jax.jit(advance)
+    return guide, svi, problem.programs.compile(advance)
 
 
-def run_svi(key, problem: Problem, config: InferConfig, start: InferenceResult) -> InferenceResult:
+def run_svi(
+    key,
+    problem: Problem,
+    config: InferConfig,
+    start: MapResult,
+    progress: ProgressFn | None = None,
+) -> InferenceResult:
     """SVI with an autoguide started at the Laplace approximation, Adam (optax), Trace ELBO.
 
     Steps run in jitted chunks; the ELBO curve (negative loss per step) is kept in
     ``diagnostics["elbo"]``.
     """
     t0 = time.perf_counter()
+    compile0 = problem.programs.compile_seconds
     k_init, k_draw = jax.random.split(_keys(key))
     build = lambda: _svi_program(problem, config, start)  # noqa: E731
     if config.svi_guide == "AutoIAFNormal":
         guide, svi, advance = build()  # its initial location is baked in: not reusable
     else:
-        guide, svi, advance = cached_program(
-            problem, ("svi", config.svi_guide, config.svi_lr), build
-        )
+        settings = SviSettings(config.svi_guide, config.svi_lr)
+        guide, svi, advance = problem.programs.get(settings, build)
     state = svi.init(k_init, problem.data, init_params=_guide_init(problem, config, start))
     losses, done, chunk = [], 0, CHUNK * 10
-    with progress(config.progress) as bar:
-        task = bar.add_task("SVI", total=config.svi_steps, status="")
-        while done < config.svi_steps:
-            n = min(chunk, config.svi_steps - done)
-            state, loss = advance(state, problem.data, n)
-            losses.append(np.asarray(loss[:n]))
-            done += n
-            bar.update(task, advance=n, status=f"ELBO {-float(losses[-1][-1]):.4g}")
+    while done < config.svi_steps:
+        n = min(chunk, config.svi_steps - done)
+        state, loss = advance(state, problem.data, n)
+        losses.append(np.asarray(loss[:n]))
+        done += n
+        if progress is not None:
+            progress("SVI", done, config.svi_steps, f"ELBO {-float(losses[-1][-1]):.4g}")
     params = svi.get_params(state)
     sites = [*_sample_sites(problem, start.point)]
     if problem.spec.latent == "flow":
@@ -292,5 +426,11 @@ def run_svi(key, problem: Problem, config: InferConfig, start: InferenceResult) 
     )
     samples = {k: np.asarray(v)[None] for k, v in predictive(k_draw, problem.data).items()}
     elbo = -np.concatenate(losses) if losses else np.zeros(0)
-    diagnostics = {"elbo": elbo, "wall_time_s": time.perf_counter() - t0, "divergences": 0}
+    wall = time.perf_counter() - t0
+    compile_s = problem.programs.compile_seconds - compile0
+    diagnostics = {
+        "elbo": elbo,
+        "wall_time_s": wall,
+        "timings": {"compile": compile_s, "optimisation": wall - compile_s},
+    }
     return InferenceResult("svi", samples, {}, start.point, diagnostics)

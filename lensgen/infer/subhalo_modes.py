@@ -12,7 +12,7 @@ detection statistic compares both models at their best.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,12 +21,24 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 
 from lensgen.errors import LensgenError
-from lensgen.infer.mapfit import cached_program, laplace, model_functions
+from lensgen.infer.mapfit import MapResult, Mode, laplace, map_from_mode, model_functions
 from lensgen.infer.model import SUBHALO_SITES
-from lensgen.infer.problem import InferenceResult, Problem
+from lensgen.infer.problem import Problem
 
 if TYPE_CHECKING:
     from lensgen.infer.substructure import SubhaloConfig
+
+
+class SubhaloMode(NamedTuple):
+    """One distinct local minimum of the subhalo model.
+
+    ``mode`` the Newton-polished point with its Laplace covariance; ``log_evidence``
+    its Laplace evidence; ``point`` its constrained site values.
+    """
+
+    mode: Mode
+    log_evidence: float
+    point: dict[str, np.ndarray]
 
 
 def laplace_log_evidence(problem: Problem, x: dict, cov: np.ndarray) -> float:
@@ -73,10 +85,12 @@ def scan_positions(problem: Problem, x_smooth: dict, sub: SubhaloConfig):
         for p, v in zip(SUBHALO_SITES, values, strict=True):
             batch[f"subhalo.{k}.{p}"] = _unconstrained(problem, f"subhalo.{k}.{p}", v)
     potential = model_functions(problem).potential
-    scan = cached_program(
-        problem,
-        ("subhalo-scan",),
-        lambda: jax.jit(lambda xs, d: jax.lax.map(lambda x: potential(x, d), xs, batch_size=256)),
+    programs = problem.programs
+    scan = programs.get(
+        "subhalo-scan",
+        lambda: programs.compile(
+            lambda xs, d: jax.lax.map(lambda x: potential(x, d), xs, batch_size=256)
+        ),
     )
     u = np.asarray(scan(batch, problem.data)).reshape(-1, len(masses))
     u = np.where(np.isfinite(u), u, np.inf)
@@ -104,26 +118,30 @@ def start_points(
     return out
 
 
-def mixture_draws(key, problem: Problem, modes: list, weights: np.ndarray, n: int) -> dict:
+def mixture_draws(
+    key, problem: Problem, modes: list[SubhaloMode], weights: np.ndarray, n: int
+) -> dict:
     """``n`` constrained draws from the mixture of Laplace approximations ``N(x_i, Σ_i)``."""
     k_pick, k_noise = jax.random.split(key)
-    flats = np.stack([np.asarray(ravel_pytree(m[0])[0]) for m in modes])
+    flats = np.stack([np.asarray(ravel_pytree(m.mode.x)[0]) for m in modes])
     eye = np.eye(flats.shape[1])
-    roots = np.stack([np.linalg.cholesky(m[1] + 1e-12 * np.trace(m[1]) * eye) for m in modes])
+    covs = [m.mode.cov for m in modes]
+    roots = np.stack([np.linalg.cholesky(c + 1e-12 * np.trace(c) * eye) for c in covs])
     pick = np.asarray(jax.random.choice(k_pick, len(modes), (n,), p=jnp.asarray(weights)))
     noise = np.asarray(jax.random.normal(k_noise, (n, flats.shape[1])))
     flat = flats[pick] + np.einsum("nij,nj->ni", roots[pick], noise)
-    unravel = ravel_pytree(modes[0][0])[1]
-    batch = jax.vmap(unravel)(jnp.asarray(flat, ravel_pytree(modes[0][0])[0].dtype))
+    flat0, unravel = ravel_pytree(modes[0].mode.x)
+    batch = jax.vmap(unravel)(jnp.asarray(flat, flat0.dtype))
     constrain = model_functions(problem).constrain
-    draw = cached_program(
-        problem, ("subhalo-draws",), lambda: jax.jit(jax.vmap(constrain, in_axes=(0, None)))
+    programs = problem.programs
+    draw = programs.get(
+        "subhalo-draws", lambda: programs.compile(jax.vmap(constrain, in_axes=(0, None)))
     )
     return {k: np.asarray(v)[None] for k, v in draw(batch, problem.data).items()}
 
 
-def find_modes(subhalo: Problem, xs: dict, final, sub: SubhaloConfig) -> list:
-    """Distinct Newton-polished modes ``(x, Σ, log Z, point)``, best evidence first.
+def find_modes(subhalo: Problem, xs: dict, final, sub: SubhaloConfig) -> list[SubhaloMode]:
+    """Distinct Newton-polished modes, best evidence first.
 
     Starts are polished in order of their Adam potential until ``n_polish`` of them
     are true minima (or ``2 n_polish`` have been tried).
@@ -134,7 +152,7 @@ def find_modes(subhalo: Problem, xs: dict, final, sub: SubhaloConfig) -> list:
     """
     constrain = model_functions(subhalo).constrain
     final = np.where(np.isfinite(np.asarray(final)), np.asarray(final), np.inf)
-    modes: list = []
+    modes: list[SubhaloMode] = []
     accepted = 0
     for i in np.argsort(final)[: 2 * sub.n_polish]:
         if accepted == sub.n_polish:
@@ -152,42 +170,31 @@ def find_modes(subhalo: Problem, xs: dict, final, sub: SubhaloConfig) -> list:
         same = [
             j
             for j, m in enumerate(modes)
-            if all(abs(m[3][k] - v) < tol for k, v in point.items() if k.startswith("subhalo."))
+            if all(abs(m.point[k] - v) < tol for k, v in point.items() if k.startswith("subhalo."))
         ]
         if not same:
-            modes.append((x, cov, log_z, point))
-        elif log_z > modes[same[0]][2]:
-            modes[same[0]] = (x, cov, log_z, point)
+            modes.append(SubhaloMode(mode, log_z, point))
+        elif log_z > modes[same[0]].log_evidence:
+            modes[same[0]] = SubhaloMode(mode, log_z, point)
     if not modes:
         raise LensgenError(
             f"subhalo fit: none of the best {2 * sub.n_polish} starts converged to a minimum; "
             "check the smooth fit (raise map_restarts / map_steps) or raise n_polish"
         )
-    return sorted(modes, key=lambda m: -m[2])
+    return sorted(modes, key=lambda m: -m.log_evidence)
 
 
-def refit_smooth(smooth: Problem, smooth_map: InferenceResult, modes: list) -> InferenceResult:
+def refit_smooth(smooth: Problem, smooth_map: MapResult, modes: list[SubhaloMode]) -> MapResult:
     """The smooth MAP, re-polished from each subhalo mode's lens and source when better.
 
     A subhalo can rescue a smooth fit stuck in a side mode; the smooth model must be
     compared at its own best, or Δ log Z would credit the subhalo with the rescue.
     """
-    best = smooth_map.diagnostics["map_unconstrained"]
-    best_u, cov = smooth_map.diagnostics["map_potential"], smooth_map.diagnostics["laplace_cov"]
-    for x, *_ in modes:
-        trial = laplace(smooth, {k: v for k, v in x.items() if k in best})
-        if trial.potential < best_u - 1e-6:
-            best, cov, best_u = trial.x, trial.cov, trial.potential
-    if best is smooth_map.diagnostics["map_unconstrained"]:
+    best = smooth_map.mode
+    for m in modes:
+        trial = laplace(smooth, {k: v for k, v in m.mode.x.items() if k in best.x})
+        if trial.potential < best.potential - 1e-6:
+            best = trial
+    if best is smooth_map.mode:
         return smooth_map
-    point = {
-        k: np.asarray(v) for k, v in model_functions(smooth).constrain(best, smooth.data).items()
-    }
-    diagnostics = {
-        **smooth_map.diagnostics,
-        "map_unconstrained": best,
-        "laplace_cov": cov,
-        "map_potential": best_u,
-    }
-    samples = {k: v[None, None] for k, v in point.items()}
-    return InferenceResult("map", samples, {}, point, diagnostics)
+    return map_from_mode(smooth, best, smooth_map)

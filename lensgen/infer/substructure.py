@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensgen.errors import LensgenError
-from lensgen.infer.mapfit import adam_program, cached_program, find_map
+from lensgen.infer.mapfit import MapResult, MapSettings, adam_program, find_map
 from lensgen.infer.model import likelihood_sigma, make_model
 from lensgen.infer.priors import Prior
 from lensgen.infer.problem import (
@@ -49,7 +50,9 @@ from lensgen.infer.problem import (
     normalised_residuals,
 )
 from lensgen.infer.problem import render_values as _render_values
+from lensgen.infer.programs import Programs
 from lensgen.infer.subhalo_modes import (
+    SubhaloMode,
     find_modes,
     laplace_log_evidence,
     mixture_draws,
@@ -115,14 +118,18 @@ class SubhaloFit(NamedTuple):
     """Both fits, the detection statistic and the subhalo posterior.
 
     ``delta_log_likelihood`` and ``delta_log_evidence`` are subhalo minus smooth model
-    (natural log); ``posterior`` holds draws of every site, (1, n) or (chains, n);
-    ``residual`` the smooth fit's (data − model)/σ (NaN where masked).
+    (natural log); ``modes`` the subhalo model's distinct modes (best evidence first)
+    and ``mode_weights`` their posterior weights; ``posterior`` holds draws of every
+    site, (1, n) or (chains, n); ``residual`` the smooth fit's (data − model)/σ (NaN
+    where masked).
     """
 
     smooth: Problem
     subhalo: Problem
-    smooth_map: InferenceResult
-    subhalo_map: InferenceResult
+    smooth_map: MapResult
+    subhalo_map: MapResult
+    modes: list[SubhaloMode]
+    mode_weights: np.ndarray
     posterior: InferenceResult
     log_evidence: tuple[float, float]
     delta_log_likelihood: float
@@ -178,8 +185,9 @@ def build_subhalo_problems(
     renderer = make_renderer(scene, psf)
     model = make_model(spec, priors, renderer, smooth.source_model)
     return smooth, smooth._replace(
-        spec=spec, priors=priors, model=model, renderer=renderer, scene=scene
-    )
+        spec=spec, priors=priors, model=model, renderer=renderer, scene=scene,
+        programs=Programs(model),
+    )  # fmt: skip
 
 
 def render_values(problem: Problem, values: dict[str, Any]):
@@ -204,7 +212,7 @@ def fit_subhalos(
     subhalo: Problem,
     config: InferConfig,
     sub: SubhaloConfig,
-    smooth_map: InferenceResult | None = None,
+    smooth_map: MapResult | None = None,
 ) -> SubhaloFit:
     """MAP of both models, Laplace evidences, detection and the subhalo posterior.
 
@@ -215,32 +223,32 @@ def fit_subhalos(
     k_map, k_post = jax.random.split(_keys(key))
     if smooth_map is None:
         smooth_map = find_map(k_map, smooth, config)
-    x0 = smooth_map.diagnostics["map_unconstrained"]
-    logl0, residual = log_likelihood(smooth, smooth_map.point)
-    peaks, masses = scan_positions(subhalo, x0, sub)
-    optimise = cached_program(
-        subhalo,
-        ("subhalo-map", sub.steps, sub.lr),
-        lambda: adam_program(subhalo, sub.steps, sub.lr),
-    )
-    xs, final, _ = optimise(start_points(subhalo, x0, peaks, masses, len(peaks)), subhalo.data)
+    t0 = time.perf_counter()
+    peaks, masses = scan_positions(subhalo, smooth_map.mode.x, sub)
+    optimise = adam_program(subhalo, MapSettings(sub.steps, sub.lr))
+    starts = start_points(subhalo, smooth_map.mode.x, peaks, masses, len(peaks))
+    xs, final, losses = optimise(starts, subhalo.data)
     modes = find_modes(subhalo, xs, final, sub)
     smooth_map = refit_smooth(smooth, smooth_map, modes)
-    x0 = smooth_map.diagnostics["map_unconstrained"]
     logl0, residual = log_likelihood(smooth, smooth_map.point)
-    log_zs = np.array([m[2] for m in modes])
+    log_zs = np.array([m.log_evidence for m in modes])
     log_z1 = float(log_zs.max() + np.log(np.exp(log_zs - log_zs.max()).sum()))
     weights = np.exp(log_zs - log_z1)
-    x1, cov1, _, point = modes[0]
-    logl1, _ = log_likelihood(subhalo, point)
-    log_z = (laplace_log_evidence(smooth, x0, smooth_map.diagnostics["laplace_cov"]), log_z1)
-    diagnostics = {"map_unconstrained": x1, "laplace_cov": cov1, "divergences": 0}
-    diagnostics["modes"] = [(m[3], float(w)) for m, w in zip(modes, weights, strict=True)]
-    subhalo_map = InferenceResult("map", {k: v[None, None] for k, v in point.items()}, {}, point,
-                                  diagnostics)  # fmt: skip
+    best = modes[0]
+    logl1, r1 = log_likelihood(subhalo, best.point)
+    log_z = (laplace_log_evidence(smooth, smooth_map.mode.x, smooth_map.mode.cov), log_z1)
+    chi2 = float(np.nanmean(r1**2))
+    subhalo_map = MapResult(
+        best.point, best.mode, chi2, np.asarray(losses[int(np.nanargmin(np.asarray(final)))]),
+        np.array([m.mode.potential for m in modes]), time.perf_counter() - t0,
+    )  # fmt: skip
     if sub.method == "laplace":
+        t1 = time.perf_counter()
         draws = mixture_draws(k_post, subhalo, modes, weights / weights.sum(), sub.n_draws)
-        posterior = InferenceResult("laplace", draws, {}, point, {"divergences": 0})
+        wall = time.perf_counter() - t1
+        posterior = InferenceResult(
+            "laplace", draws, {}, best.point, {"wall_time_s": wall, "timings": {"draws": wall}}
+        )
     elif sub.method == "nuts":
         from lensgen.infer.samplers import run_nuts
 
@@ -250,5 +258,6 @@ def fit_subhalos(
 
         posterior = run_svi(k_post, subhalo, config, subhalo_map)
     d_log_z = log_z[1] - log_z[0]
-    return SubhaloFit(smooth, subhalo, smooth_map, subhalo_map, posterior, log_z, logl1 - logl0,
-                      d_log_z, sub.threshold, bool(d_log_z > sub.threshold), residual)  # fmt: skip
+    return SubhaloFit(smooth, subhalo, smooth_map, subhalo_map, modes, weights, posterior, log_z,
+                      logl1 - logl0, d_log_z, sub.threshold, bool(d_log_z > sub.threshold),
+                      residual)  # fmt: skip

@@ -16,7 +16,7 @@ A TOML file for ``lensgen simulate --config sim.toml`` looks like::
     [[source]]
     type = "VAE"          # the learned source; or any light profile, e.g. "SERSIC_ELLIPSE"
     flux = 50.0           # total source flux, counts/s
-    scale = 0.03          # arcsec per decoded pixel in the source plane
+    size = 0.18           # RMS radius of the source light, arcsec (centre = light centroid)
 
     [instrument]
     npix = 100
@@ -58,8 +58,13 @@ from lensgen.config import ConfigError, from_dict, load_toml
 from lensgen.lensing.substructure import SubhaloPopulation
 
 DISTRIBUTIONS = ("uniform", "normal", "lognormal")
-VAE_PARAMS = {"flux": 50.0, "center_x": 0.05, "center_y": 0.03, "phi_G": 0.0, "scale": 0.03}
-"""Parameters of the learned (``type = "VAE"``) source and their defaults."""
+VAE_PARAMS = {"flux": 50.0, "center_x": 0.05, "center_y": 0.03, "size": 0.18, "phi_G": 0.0}
+"""Parameters of the learned (``type = "VAE"``) source and their defaults.
+
+As in :data:`lensgen.source.model.SOURCE_PARAMS`: total flux (counts/s), light
+centroid and RMS radius of the light (arcsec), extra rotation (radians; the latent
+already carries orientation, and ``lensgen infer`` keeps this fixed at 0 by default).
+"""
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 One lens (:func:`simulate_observation`) or a vmapped batch of ``n`` lenses
 (:func:`simulate_batch`) from a :class:`~lensgen.lensing.scene_config.SimulateConfig`.
 The learned source (``type = "VAE"``) is rendered as lenstronomy's ``INTERPOL``
-profile of the decoded stamp: ``image = decode(z)``, ``amp`` chosen so that the
-source's total flux is ``flux`` counts/s, ``scale`` arcsec per decoded pixel.
+profile of the decoded stamp, placed by its light
+(:func:`lensgen.source.model.interpol_params`): total flux ``flux`` counts/s, light
+centroid ``center_x``/``center_y`` and RMS radius ``size`` arcsec, as ``lensgen
+infer`` parametrises it.
 A ``[substructure]`` section adds one ``"SUBHALOS"`` lens component (``(K,)`` arrays,
 :mod:`lensgen.lensing.substructure`) whose truths go to a ``SUBHALOS`` FITS table.
 """
@@ -40,6 +42,7 @@ from lensgen.lensing.substructure import (
     sample_subhalos,
     subhalo_table,
 )
+from lensgen.source.model import interpol_params
 
 GROUPS = ("lens", "source", "lens_light")
 SOURCE_ZOOM = 4
@@ -56,6 +59,7 @@ class Batch:
     params: dict[str, np.ndarray]  # flat name → (n,) values
     latents: np.ndarray | None  # (n, latent_dim) for a learned source
     stamps: np.ndarray | None  # (n, H, W) decoded source stamps for a learned source
+    interpol: dict[str, np.ndarray] | None  # INTERPOL parameters of the learned source, (n, ...)
     psf: np.ndarray | None
     scene: Scene
     source_label: str
@@ -107,6 +111,11 @@ def _resolve_source(cfg: SimulateConfig):
 
 def _check_vae_params(comp: Component, where: str) -> None:
     for name in comp.params:
+        if name == "scale":
+            raise LensgenError(
+                f"{where} (VAE): 'scale' is no longer a parameter of the learned source; give "
+                "'size', the RMS radius of its light in arcsec (0.18 ≈ the old scale = 0.03)"
+            )
         if name not in VAE_PARAMS and name != "z":
             raise LensgenError(
                 f"{where} (VAE): unknown parameter '{name}' (valid: {', '.join([*VAE_PARAMS, 'z'])})"
@@ -188,7 +197,7 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
         validate_lens(main_lens, lens_i)
 
     batched: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
-    stamps = None
+    stamps = interpol = None
     for group in GROUPS:
         for ci, comp in enumerate(getattr(cfg, group)):
             prefix = f"{group}.{ci}."
@@ -198,11 +207,8 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
                 total = stamps.sum(axis=(1, 2))
                 if np.any(np.asarray(total) <= 0):
                     raise LensgenError("the decoded source has no positive flux; check the model")
-                flux = p.pop("flux")
-                # INTERPOL integrates to amp · Σimage · scale², so this amp gives `flux`.
-                p["amp"] = flux / (total * p["scale"] ** 2)
-                p["image"] = stamps
-                flat[f"{prefix}amp"] = np.asarray(p["amp"])
+                p = jax.vmap(interpol_params)(stamps, **p)
+                interpol = {k: np.asarray(v) for k, v in p.items()}
             batched[group].append(p)
     if subhalos is not None:
         batched["lens"].append({k: jnp.asarray(subhalos[k]) for k in SUBHALO_PARAMS})
@@ -223,6 +229,7 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
         flat,
         latents,
         None if stamps is None else np.asarray(stamps),
+        interpol,
         psf,
         scene,
         label,
@@ -240,15 +247,12 @@ def _single_params(batch: Batch, i: int) -> dict[str, list[dict[str, Any]]]:
         out[group] = []
         for ci in range(len(names)):
             prefix = f"{group}.{ci}."
-            out[group].append(
-                {
-                    k[len(prefix) :]: float(v[i])
-                    for k, v in batch.params.items()
-                    if k.startswith(prefix) and not k.endswith(".flux")
-                }
-            )
             if names[ci] == "INTERPOL":
-                out[group][ci]["image"] = batch.stamps[i]
+                out[group].append({k: v[i] for k, v in batch.interpol.items()})
+                continue
+            out[group].append(
+                {k[len(prefix) :]: float(v[i]) for k, v in batch.params.items() if k.startswith(prefix)}
+            )
             if names[ci] == SUBHALOS:
                 out[group][ci] = {k: batch.subhalos[k][i] for k in SUBHALO_PARAMS}
     return out

@@ -40,7 +40,8 @@ def write_model_header(
     header = {
         "format": MODEL_FORMAT, "format_version": 1, "lensgen_version": __version__,
         "architecture": {"image_shape": list(arch.image_shape), "latent_dim": arch.latent_dim,
-                         "channels": list(arch.channels), "dense": arch.dense},
+                         "channels": list(arch.channels), "dense": arch.dense,
+                         "activation": arch.activation},
         "pixel_scale": float(pixel_scale), "flux_scale": float(flux_scale),
         "psf_in_likelihood": bool(psf_in_likelihood), "weights": weights, **extra,
     }  # fmt: skip
@@ -60,6 +61,7 @@ def read_model_header(path: Path) -> tuple[dict[str, Any], Architecture]:
         arch = Architecture(
             (int(a["image_shape"][0]), int(a["image_shape"][1])),
             int(a["latent_dim"]), tuple(int(c) for c in a["channels"]), int(a["dense"]),
+            str(a.get("activation", "relu")),  # headers before the field: ReLU
         )  # fmt: skip
         float(header["pixel_scale"]), float(header["flux_scale"]), header["weights"]["sha256"]
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -75,11 +77,31 @@ def load_vae_params(path: Path) -> tuple[dict[str, Any], Architecture, dict]:
 
 
 def load_flow(path: Path, latent_dim: int) -> tuple[dict[str, Any], Any]:
-    """Header and verified parameters of ``flow.npz`` in a model directory."""
-    header = read_json(path / "flow.json", "flow header (flow.json)")
+    """Header and verified parameters of ``flow.npz`` in a model directory.
+
+    Only an inverse autoregressive flow (``kind`` :data:`flowlib.KIND`, format
+    :data:`flowlib.FORMAT_VERSION`) of the decoder's latent dimension is accepted;
+    the masked autoregressive flow of format 1 has the same weight shapes but the
+    other direction, so it is refused rather than misread.
+    """
+    where = path / "flow.json"
+    header = read_json(where, "flow header (flow.json)")
     try:
-        if header["format"] != FLOW_FORMAT or int(header["latent_dim"]) != latent_dim:
-            raise LensgenError(f"{path / 'flow.json'}: flow does not match the model")
+        if header["format"] != FLOW_FORMAT:
+            raise LensgenError(f"{where}: not a lensgen latent flow (format {header['format']!r})")
+        version, kind = int(header["format_version"]), header.get("kind")
+        if (version, kind) != (flowlib.FORMAT_VERSION, flowlib.KIND):
+            what = "masked autoregressive" if version == 1 else f"kind {kind!r}"
+            raise LensgenError(
+                f"{where}: flow format {version} ({what}) is not supported by this lensgen "
+                f"(it reads format {flowlib.FORMAT_VERSION}, inverse autoregressive); "
+                f"refit it with `lensgen fit-iaf {path} --overwrite`"
+            )
+        if int(header["latent_dim"]) != latent_dim:
+            raise LensgenError(
+                f"{where}: latent flow of dimension {int(header['latent_dim'])} does not match "
+                f"the decoder's latent dimension {latent_dim}"
+            )
         like = flowlib.param_shapes(latent_dim, int(header["n_layers"]), int(header["hidden"]))
         sha = header["weights"]["sha256"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -156,3 +178,63 @@ def load_source_model(path: str | Path | None = None, use_flow: bool | None = No
         None if flow_params is None else jax.tree_util.tree_map(jnp.asarray, flow_params),
         arch, float(header["pixel_scale"]), float(header["flux_scale"]), flow_params is not None,
     )  # fmt: skip
+
+
+SOURCE_PARAMS = ("flux", "center_x", "center_y", "size", "phi_G")
+"""Parameters that place a decoded galaxy on the sky (besides its latent vector).
+
+``flux`` total flux (counts/s), ``center_x``/``center_y`` the light centroid
+(arcsec), ``size`` the RMS radius of the light about that centroid (arcsec) and
+``phi_G`` a rotation (radians). They are defined on the decoded *light*, not on the
+stamp's pixel grid, so a latent direction that shifts, grows or brightens the
+decoded galaxy does not move, grow or brighten the rendered source: those
+directions of z are left to the prior and the parameters keep their meaning.
+"""
+
+
+def light_moments(decoded: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Total, centroid (u, v) and RMS radius of a decoded stamp, in decoded pixels.
+
+    Pixel (row i, column j) of an (H, W) stamp sits at u = j − (W − 1)/2,
+    v = i − (H − 1)/2 (the INTERPOL convention of :func:`lensgen.lensing.light.interpol`).
+    The RMS radius is that of INTERPOL's bilinear interpolant of the stamp: the pixel
+    moment Σ d [(u − ū)² + (v − v̄)²] / Σ d plus 1/3 pixel², the second moment of the
+    unit tent kernel in two dimensions (the interpolant keeps the total and centroid).
+    """
+    h, w = decoded.shape
+    v, u = jnp.meshgrid(
+        jnp.arange(h, dtype=decoded.dtype) - (h - 1) / 2,
+        jnp.arange(w, dtype=decoded.dtype) - (w - 1) / 2,
+        indexing="ij",
+    )
+    total = jnp.sum(decoded)
+    u_bar = jnp.sum(decoded * u) / total
+    v_bar = jnp.sum(decoded * v) / total
+    r2 = jnp.sum(decoded * ((u - u_bar) ** 2 + (v - v_bar) ** 2)) / total
+    return total, u_bar, v_bar, jnp.sqrt(jnp.maximum(r2, 0.0) + 1.0 / 3.0)
+
+
+def interpol_params(decoded, flux, center_x, center_y, size, phi_G=0.0) -> dict[str, Any]:
+    """INTERPOL parameters that render ``decoded`` with the given flux, centroid and size.
+
+    The stamp's pixel scale is s = ``size`` / r_rms (arcsec per decoded pixel) and
+    its grid centre is put at the requested centroid minus the stamp's own centroid
+    offset, turned by ``phi_G`` as INTERPOL turns the grid; the surface brightness is
+    ``flux`` · d / (Σd · s²) (counts/s/arcsec²), so the source integrates to ``flux``.
+    Used by ``lensgen simulate`` and by the inference model alike.
+    """
+    decoded = jnp.asarray(decoded)
+    total, u_bar, v_bar, r_rms = light_moments(decoded)
+    scale = size / r_rms
+    cos_phi, sin_phi = jnp.cos(phi_G), jnp.sin(phi_G)
+    # Sky offset of pixel (ū, v̄) from the grid centre: the inverse of INTERPOL's rotation.
+    dx = scale * (cos_phi * u_bar - sin_phi * v_bar)
+    dy = scale * (sin_phi * u_bar + cos_phi * v_bar)
+    return {
+        "image": flux * decoded / (total * scale**2),
+        "amp": jnp.ones_like(scale),
+        "center_x": center_x - dx,
+        "center_y": center_y - dy,
+        "phi_G": phi_G + jnp.zeros_like(scale),
+        "scale": scale,
+    }

@@ -64,11 +64,13 @@ class DataSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """[model]: latent size, feature maps per resolution level, dense width."""
+    """[model]: latent size, feature maps per resolution level, dense width and the
+    decoder's nonlinearity (:class:`lensgen.source.vae.Architecture`)."""
 
     latent_dim: int = 16
     channels: tuple[int, ...] = (16, 32, 64)
     dense: int = 128
+    activation: Literal["relu", "gelu", "elu", "softplus"] = "relu"
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.dense < 1:
@@ -374,7 +376,7 @@ def train(
     _prepare_workdir(workdir, resume, overwrite)
     t = cfg.train
     arch = Architecture(data.x_train.shape[1:], cfg.model.latent_dim, cfg.model.channels,
-                        cfg.model.dense)  # fmt: skip
+                        cfg.model.dense, cfg.model.activation)  # fmt: skip
     steps_per_epoch = data.x_train.shape[0] // t.batch_size
     optimizer, run, evaluate = make_steps(arch, cfg, steps_per_epoch, data.psf is not None)
     log_fs = jnp.float32(math.log(data.flux_scale))

@@ -26,6 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+DECODER_ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "elu": nn.elu, "softplus": nn.softplus}
+"""Nonlinearities the decoder may use (``Architecture.activation``)."""
+
 # Bounds on log σ of q(z|x) keep exp() finite in float32 early in training.
 _LOG_SIGMA_MIN, _LOG_SIGMA_MAX = -10.0, 3.0
 
@@ -40,12 +43,24 @@ class Architecture:
     latent_dim : size of z.
     channels : feature maps per resolution level, finest first.
     dense : width of the fully connected layer after the encoder convolutions.
+    activation : the decoder's nonlinearity, a key of :data:`DECODER_ACTIVATIONS`.
+        ``"relu"`` is the DCGAN choice; the smooth ones make the decoded image a
+        smooth function of z (on the seed case a GELU decoder did not make NUTS
+        cheaper: BENCHMARKS.md, "Inference").
     """
 
     image_shape: tuple[int, int]
     latent_dim: int
     channels: tuple[int, ...]
     dense: int
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.activation not in DECODER_ACTIVATIONS:
+            raise ValueError(
+                f"unknown decoder activation {self.activation!r}; "
+                f"choose from {sorted(DECODER_ACTIVATIONS)}"
+            )
 
 
 class Encoder(nn.Module):
@@ -76,11 +91,12 @@ class Decoder(nn.Module):
     def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
         levels = len(self.arch.channels)
         h0, w0 = self.arch.image_shape[0] >> levels, self.arch.image_shape[1] >> levels
-        h = nn.relu(nn.Dense(self.arch.dense)(z))
-        h = nn.relu(nn.Dense(h0 * w0 * self.arch.channels[-1])(h))
+        act = DECODER_ACTIVATIONS[self.arch.activation]
+        h = act(nn.Dense(self.arch.dense)(z))
+        h = act(nn.Dense(h0 * w0 * self.arch.channels[-1])(h))
         h = h.reshape(h0, w0, self.arch.channels[-1])
         for c in reversed(self.arch.channels):
-            h = nn.relu(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME")(h))
+            h = act(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME")(h))
         return nn.Conv(1, (3, 3), padding="SAME")(h)[..., 0]
 
 
