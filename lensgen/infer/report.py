@@ -81,7 +81,8 @@ def timing_line(result: InferenceResult) -> str:
               "optimisation": "optimisation"}  # fmt: skip
     timings = result.diagnostics.get("timings", {})
     parts = [f"{labels.get(k, k)} {v:.1f} s" for k, v in timings.items()]
-    line = f"{result.method}: {result.diagnostics['wall_time_s']:.1f} s ({', '.join(parts)})"
+    total = sum(timings.values()) if timings else result.diagnostics["wall_time_s"]
+    line = f"{result.method}: {total:.1f} s ({', '.join(parts)})"
     d = result.diagnostics
     if "mean_steps" in d:
         line += f"; {d['mean_steps']:.1f} leapfrog steps/draw, {d['draws_per_chain']} draws/chain"
