@@ -82,8 +82,8 @@ def test_simulate_config_sections_and_distributions(tmp_path):
     with pytest.raises(ConfigError, match="unknown distribution 'unifrom'.*uniform"):
         load_simulate_config(path)
     path.write_text("[instrument]\nnpix = 0\n")
-    with pytest.raises(ConfigError, match="npix must be > 0"):
+    with pytest.raises(ConfigError, match="npix must be >= 8"):
         load_simulate_config(path)
     path.write_text("[noise]\nexptime = -5.0\n")
-    with pytest.raises(ConfigError, match="exptime must be >= 0"):
+    with pytest.raises(ConfigError, match="exptime must be a finite number >= 0"):
         load_simulate_config(path)

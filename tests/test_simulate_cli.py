@@ -66,7 +66,7 @@ def test_batch_cube_with_parameter_table(tmp_path):
         assert np.all(table["lens.1.gamma1"] == 0.01)
         models = hdul["MODEL"].data
     # Each cube slice is the single-lens render of its own parameters (vmap == loop).
-    single = tmp_path / "one.toml"
+    single = tmp_path / "one_config.toml"  # not one.toml: that is one.fits's own sidecar
     single.write_text(
         cfg.read_text()
         .replace("{ uniform = [1.0, 2.0] }", repr(float(theta[3])))
@@ -81,8 +81,8 @@ def test_batch_cube_with_parameter_table(tmp_path):
     "args, message",
     [
         (["--rein", "-1"], "theta_E must be > 0"),
-        (["--npix", "0"], "npix must be > 0"),
-        (["--exptime", "-3"], "exptime must be >= 0"),
+        (["--npix", "0"], "npix must be >= 8"),
+        (["--exptime", "-3"], "exptime must be a finite number >= 0"),
     ],
 )
 def test_bad_values_are_one_line_errors(tmp_path, args, message):

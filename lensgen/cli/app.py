@@ -7,10 +7,13 @@ registered here.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from lensgen import __version__
-from lensgen.cli.common import handle_errors
+from lensgen.cli.common import handle_errors, safe_interrupt
 
 app = typer.Typer(
     name="lensgen",
@@ -42,11 +45,11 @@ def _register() -> None:
     # Imported here so `lensgen --help` stays fast: each module imports JAX lazily.
     from lensgen.cli import simulate
 
-    app.command("simulate")(handle_errors(simulate.simulate))
+    app.command("simulate")(handle_errors(safe_interrupt(simulate.simulate)))
     from lensgen.cli import demo, infer
 
-    app.command("infer")(handle_errors(infer.infer))
-    app.command("demo")(handle_errors(demo.demo))
+    app.command("infer")(handle_errors(safe_interrupt(infer.infer)))
+    app.command("demo")(handle_errors(safe_interrupt(demo.demo)))
     from lensgen.cli import fit_iaf, train_vae
 
     app.command("train-vae")(handle_errors(train_vae.train_vae))
@@ -60,5 +63,17 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    After Ctrl-C (exit 130) the outputs are already complete or cleaned up, so the
+    process leaves at once: JAX's exit hook spends about a second clearing caches, and
+    a second Ctrl-C in that window would print a traceback.
+    """
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == 130:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise

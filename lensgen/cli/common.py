@@ -21,11 +21,21 @@ from rich.progress import (
 )
 
 from lensgen.errors import LensgenError
+from lensgen.io.interrupt import check_interrupt, deferred_interrupt
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+SEED_MAX = 2**32 - 1
+"""Seeds are JAX PRNG seeds: integers in [0, 2**32 - 1]."""
+
+
+def seed_option(default: int | None, help: str) -> Any:
+    """The ``--seed`` option of every command, range-checked by the parser (one line)."""
+    return typer.Option(default, "--seed", min=0, max=SEED_MAX, help=help)
 
 
 def handle_errors(func: F) -> F:
@@ -46,6 +56,21 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def safe_interrupt(func: F) -> F:
+    """Run a command with Ctrl-C taken at safe points only (:mod:`lensgen.io.interrupt`).
+
+    Progress callbacks (:func:`stage_reporter`) and the final writes are the points
+    where Ctrl-C acts; never inside a JAX compilation, which would crash the process.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with deferred_interrupt():
+            return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -91,6 +116,7 @@ def stage_reporter(bar: Progress):
     tasks: dict[str, Any] = {}
 
     def report(stage: str, done: int, total: int, status: str) -> None:
+        check_interrupt()  # between jitted chunks: a safe point for Ctrl-C
         if stage not in tasks:
             tasks[stage] = bar.add_task(stage, total=total, status=status)
         bar.update(tasks[stage], completed=done, total=total, status=status)

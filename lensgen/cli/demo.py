@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, double_precision, progress, stage_reporter
+from lensgen.cli.common import console, double_precision, progress, seed_option, stage_reporter
 
 
 def demo(
@@ -27,9 +27,9 @@ def demo(
     source_model: Path | None = typer.Option(
         None, "--source-model", help="Source model directory (default: the embedded model)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = seed_option(0, "Random seed."),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Write into a non-empty output directory."
+        False, "--overwrite", help="Replace output files of an earlier demo in the output folder."
     ),
 ) -> None:
     """The main job end to end: simulate a lens, fit it with NUTS and SVI, compare with the truth."""

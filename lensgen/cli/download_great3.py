@@ -15,8 +15,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from lensgen.cli.common import console
+from lensgen.cli.common import console, seed_option
 from lensgen.data.great3 import DEFAULT_BASE_URL
+from lensgen.io.interrupt import deferred_interrupt
 
 
 def download_great3(
@@ -51,7 +52,7 @@ def download_great3(
     val_fraction: float = typer.Option(
         0.1, "--val-fraction", help="Share of pairs for validation."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the train/val split (and --synthetic)."),
+    seed: int = seed_option(0, "Seed of the train/val split (and --synthetic)."),
     synthetic: bool = typer.Option(
         False, "--synthetic", help="Generate a GREAT3-format branch offline instead of downloading."
     ),
@@ -96,7 +97,7 @@ def download_great3(
         transient=True,
         disable=not sys.stdout.isatty(),
     )
-    with bar:
+    with deferred_interrupt(), bar:  # Ctrl-C between blocks and subfields, never inside JAX
         task = bar.add_task(f"{branch}.tar.gz", total=None)
 
         def on_bytes(done: int, total: int | None) -> None:

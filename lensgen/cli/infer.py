@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, double_precision, progress, stage_reporter
+from lensgen.cli.common import console, double_precision, progress, seed_option, stage_reporter
 
 
 def infer(
@@ -113,15 +113,24 @@ def infer(
     subhalo_threshold: float = typer.Option(
         5.0, "--subhalo-threshold", help="Δ log Z (Laplace) above which a subhalo is detected."
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed: equal seeds give equal posteriors."),
+    seed: int = seed_option(0, "Random seed: equal seeds give equal posteriors."),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Write into a non-empty output directory."
+        False, "--overwrite", help="Replace output files of an earlier run in the output folder."
     ),
 ) -> None:
     """Posterior of lens and source parameters (NUTS, SVI or MAP) with the learned source."""
+    import math
+
     from lensgen.errors import LensgenError
     from lensgen.infer.run import load_infer_config, prior_table, run_infer
 
+    if subhalos < 0:
+        raise LensgenError(f"--subhalos must be >= 0 (0: no subhalo search), got {subhalos}")
+    for flag, value in (("--subhalo-mass-min", subhalo_mass_min),
+                        ("--subhalo-mass-max", subhalo_mass_max),
+                        ("--subhalo-threshold", subhalo_threshold)):  # fmt: skip
+        if not math.isfinite(value):
+            raise LensgenError(f"{flag} must be a finite number, got {value}")
     cfg = load_infer_config(
         config,
         {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console
+from lensgen.cli.common import console, seed_option
 
 
 class LensChoice(StrEnum):
@@ -78,9 +78,13 @@ def simulate(
         "-c",
         help="TOML file with [[lens]], [[source]], [[lens_light]], [instrument], [noise].",
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed: equal seeds give equal files."),
+    seed: int | None = seed_option(
+        None, "Random seed: equal seeds give equal files (default: the config's seed, else 0)."
+    ),
     out: Path = typer.Option(Path("obs.fits"), "--out", "-o", help="Output FITS file."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing outputs (the FITS file and its .toml/.png)."
+    ),
     preview: bool = typer.Option(
         True, "--preview/--no-preview", help="Write a PNG preview next to the FITS file."
     ),

@@ -31,7 +31,8 @@ from lensgen.data.great3 import (
 )
 from lensgen.data.tarstream import CorruptArchiveError, iter_subfields
 from lensgen.errors import ConfigError, LensgenError
-from lensgen.io.atomic import check_output_path
+from lensgen.io.atomic import check_outputs
+from lensgen.io.interrupt import check_interrupt, deferred_interrupt, interruptible
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,13 @@ def _tarball(config: Great3Config, cache: Path, manifest: Manifest, on_status) -
         entry = manifest.get(f"synthetic/{folder.name}/{target.name}")
         if not (target.is_file() and entry and entry.get("images", 0) >= n_images):
             on_status(f"writing a synthetic {branch.name} branch ({n_images} images)")
-            make_branch_tarball(
-                jax.random.key(config.seed), folder, branch, n_images, config.synthetic_grid
-            )
+            try:
+                make_branch_tarball(
+                    jax.random.key(config.seed), folder, branch, n_images, config.synthetic_grid
+                )
+            except OSError as exc:
+                raise LensgenError(f"cannot write a synthetic branch into {folder}: "
+                                   f"{exc.strerror or exc}") from None  # fmt: skip
             size, digest = sha256_file(target)
             manifest.record(
                 f"synthetic/{folder.name}/{target.name}",
@@ -161,7 +166,9 @@ def _tarball(config: Great3Config, cache: Path, manifest: Manifest, on_status) -
     if entry and entry.get("url") and entry["url"].startswith(config.base_url.rstrip("/")):
         return entry["url"], cache / f"{branch.name}.tar.gz"
     on_status(f"looking for {branch.name}.tar.gz at {config.base_url}")
-    return resolve_tarball(config.base_url, branch, config.timeout), cache / f"{branch.name}.tar.gz"
+    with interruptible():  # network only: Ctrl-C need not wait for a timeout
+        url = resolve_tarball(config.base_url, branch, config.timeout)
+    return url, cache / f"{branch.name}.tar.gz"
 
 
 def build_great3_dataset(
@@ -186,12 +193,30 @@ def build_great3_dataset(
     on_status : callable(str), optional
         One-line status messages.
     """
-    check_output_path(output, overwrite)
-    branch = parse_branch(config.branch)
+    check_outputs([output], overwrite)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
+    check_cache_dir(cache)
+    with deferred_interrupt():
+        return _build(config, Path(output), overwrite, cache, on_bytes, on_status)
+
+
+def check_cache_dir(cache: Path) -> None:
+    """Refuse a cache folder that is a file, or under one, before anything is written."""
+    if cache.exists() and not cache.is_dir():
+        raise LensgenError(f"--cache-dir {cache} is a file, not a folder")
+    parent = next((p for p in cache.parents if p.exists()), Path("."))
+    if not cache.exists() and not parent.is_dir():
+        raise LensgenError(f"cannot create cache folder {cache}: {parent} is a file")
+
+
+def _build(config, output, overwrite, cache, on_bytes, on_status) -> StampDataset:
+    branch = parse_branch(config.branch)
     manifest = Manifest(cache)
     url, cache_file = _tarball(config, cache, manifest, on_status)
+    try:  # only once the source is known: a bad --base-url leaves no empty cache behind
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LensgenError(f"cannot create cache folder {cache}: {exc.strerror or exc}") from None
     http = url.startswith(("http://", "https://"))
     known = None
     key = f"{branch.name}.tar.gz"
@@ -220,6 +245,7 @@ def build_great3_dataset(
     corrupt = False
     try:
         for files in iter_subfields(stream, cache / branch.name, url):
+            check_interrupt()
             _process_subfield(files, branch, config, sel)
             extracted.extend(
                 {"name": name, "url": url, "size": s, "sha256": h}
@@ -286,6 +312,7 @@ def build_great3_dataset(
         meta=meta,
         sources=[source, *extracted],
     )
+    check_interrupt()  # the last moment at which the output is untouched
     write_dataset(output, ds, overwrite=overwrite)
     return ds
 

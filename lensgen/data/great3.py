@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 from lensgen import __version__
 from lensgen.errors import LensgenError
 from lensgen.io.atomic import atomic_write_text
+from lensgen.io.interrupt import check_interrupt, interruptible
 
 DEFAULT_BASE_URL = "https://cosmo.vera.psc.edu/Great3/public/"
 EXPERIMENTS = ("control", "real_galaxy", "variable_psf", "multiepoch", "full")
@@ -303,6 +304,7 @@ class SourceStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        check_interrupt()  # between blocks: the cache holds whole blocks only
         view = memoryview(buffer).cast("B")
         if self._local is not None:
             n = self._local.readinto(view)
@@ -354,9 +356,10 @@ class SourceStream(io.RawIOBase):
         attempt = 0
         while True:
             try:
-                if self._response is None:
-                    self._open()
-                n = self._response.readinto(view[:_CHUNK])
+                with interruptible():  # no JAX work here: Ctrl-C need not wait for the network
+                    if self._response is None:
+                        self._open()
+                    n = self._response.readinto(view[:_CHUNK])
                 if n == 0 and self.total is not None and self.position < self.total:
                     raise ConnectionError("connection closed early")
                 break
@@ -364,7 +367,8 @@ class SourceStream(io.RawIOBase):
                 self._drop_response()
                 if attempt >= self.retries:
                     raise _no_network(self.url, exc) from None
-                time.sleep(self.retry_wait * 2**attempt)
+                with interruptible():
+                    time.sleep(self.retry_wait * 2**attempt)
                 attempt += 1
         if n and self._cache_path is not None:
             if self._cache_write is None:

@@ -31,6 +31,7 @@ import numpy as np
 from astropy.io import fits
 
 from lensgen.data.great3 import Branch
+from lensgen.io.interrupt import check_interrupt
 from lensgen.lensing.instrument import convolve, moffat_psf
 from lensgen.lensing.light import sersic_ellipse
 
@@ -123,6 +124,7 @@ def render_galaxies(params: dict, psf: np.ndarray, size: int, pixel_scale: float
     n = len(params["flux"])
     out = np.empty((n, size, size), np.float32)
     for start in range(0, n, _BATCH):
+        check_interrupt()
         chunk = {k: jnp.asarray(v[start : start + _BATCH], jnp.float32) for k, v in params.items()}
         if len(chunk["flux"]) < _BATCH and n > _BATCH:  # keep one compiled shape
             pad = _BATCH - len(chunk["flux"])
@@ -197,15 +199,21 @@ def make_branch_tarball(
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{branch.name}.tar.gz"
     truths = []
+    part = out_dir / f".{target.name}.part"
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         folder = Path(tmp)
-        part = out_dir / f".{target.name}.part"
-        # Level 1: noise barely compresses, so higher levels only cost time.
-        with tarfile.open(part, "w:gz", compresslevel=1) as tar:
-            for sub, k in enumerate(jax.random.split(key, n_subfields)):
-                truths.append(write_subfield(k, folder, sub, branch, grid))
-                for f in sorted(folder.iterdir()):
-                    tar.add(f, arcname=f"{branch.folder}/{f.name}", recursive=False)
-                    f.unlink()
-        part.replace(target)
+        try:
+            # Level 1: noise barely compresses, so higher levels only cost time.
+            with tarfile.open(part, "w:gz", compresslevel=1) as tar:
+                for sub, k in enumerate(jax.random.split(key, n_subfields)):
+                    check_interrupt()
+                    truths.append(write_subfield(k, folder, sub, branch, grid))
+                    for f in sorted(folder.iterdir()):
+                        check_interrupt()
+                        tar.add(f, arcname=f"{branch.folder}/{f.name}", recursive=False)
+                        f.unlink()
+            part.replace(target)
+        except BaseException:
+            part.unlink(missing_ok=True)  # an unfinished tarball is never left behind
+            raise
     return target, truths

@@ -9,9 +9,13 @@ against both posteriors.
 from __future__ import annotations
 
 import dataclasses
+import math
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from lensgen.errors import LensgenError
@@ -44,10 +48,31 @@ class DemoConfig:
     source_model: str = ""
 
     def __post_init__(self) -> None:
-        if not self.rein > 0:
-            raise LensgenError(f"--rein must be > 0, got {self.rein}")
-        if self.npix < 16:
-            raise LensgenError(f"--npix must be >= 16, got {self.npix}")
+        if not (math.isfinite(self.rein) and self.rein > 0):
+            raise LensgenError(f"--rein must be a finite number > 0 (arcsec), got {self.rein}")
+        least = {"npix": 16, "num_chains": 1, "num_samples": 1, "num_warmup": 0,
+                 "target_ess": 0, "svi_steps": 0, "map_steps": 1, "map_restarts": 1}  # fmt: skip
+        for name, low in least.items():
+            if getattr(self, name) < low:
+                flag = "--" + name.replace("_", "-")
+                raise LensgenError(f"{flag} must be >= {low}, got {getattr(self, name)}")
+        if not 1 <= self.max_tree_depth <= 15:
+            raise LensgenError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
+
+    def infer_config(self) -> InferConfig:
+        """The inference settings of the demo: NUTS and SVI, both started from a MAP fit."""
+        return InferConfig(
+            method="nuts+svi",
+            source_model=self.source_model,
+            num_chains=self.num_chains,
+            num_warmup=self.num_warmup,
+            num_samples=self.num_samples,
+            target_ess=self.target_ess,
+            max_tree_depth=self.max_tree_depth,
+            svi_steps=self.svi_steps,
+            map_steps=self.map_steps,
+            map_restarts=self.map_restarts,
+        )
 
 
 def simulate_seed_case(cfg: DemoConfig, seed: int):
@@ -97,39 +122,36 @@ def run_demo(
 ):
     """Simulate → infer (NUTS + SVI) → report into ``out``; returns the results.
 
-    ``progress(stage, done, total, status)`` is called as the stages advance.
+    ``out`` receives ``obs.fits`` and the inference outputs in ``out/posterior``. All
+    are checked before the simulation and written together at the end, so a refused,
+    failed or interrupted demo changes nothing in ``out`` and a rerun needs no
+    ``--overwrite``. ``progress(stage, done, total, status)`` is called as the stages
+    advance.
     """
-    from lensgen.io.fits import write_observation
+    from lensgen.infer.outputs import check_run_outputs, infer_outputs
+    from lensgen.infer.run import build_problem, run_inference, warn_unfitted, write_run
+    from lensgen.io.fits import read_observation, write_observation
 
+    infer_cfg = cfg.infer_config()
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise LensgenError(
-            f"output directory {out} is not empty; pass --overwrite to replace files"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    obs = simulate_seed_case(cfg, seed)
-    obs_path = write_observation(out / "obs.fits", obs, overwrite=True)
+    names = ["obs.fits", *(f"posterior/{n}" for n in infer_outputs(infer_cfg, theta_e=True))]
+    check_run_outputs(out, names, overwrite)
+    warn_unfitted(infer_cfg)
+    with tempfile.TemporaryDirectory(prefix="lensgen_demo_") as scratch:
+        # Fit the file's contents (a float32 image), so that `lensgen infer obs.fits`
+        # reproduces the demo; obs.fits joins the other outputs at the end.
+        staged = write_observation(Path(scratch) / "obs.fits", simulate_seed_case(cfg, seed))
+        obs = dataclasses.replace(read_observation(staged), path=out / "obs.fits")
+        if console is not None:
+            console.print(f"simulated θ_E = {cfg.rein} ({cfg.npix}×{cfg.npix} px)")
+        problem = build_problem(infer_cfg, obs)
+        results = run_inference(jax.random.PRNGKey(seed), problem, infer_cfg, progress)
+        header = f"# lensgen infer {out / 'obs.fits'} --seed {seed}\n"
+        write_run(infer_cfg, problem, obs, results, out, overwrite, header, folder="posterior",
+                  extra={"obs.fits": lambda path: shutil.copyfile(staged, path)},
+                  console=console)  # fmt: skip
     if console is not None:
-        console.print(f"simulated θ_E = {cfg.rein} ({cfg.npix}×{cfg.npix} px) → {obs_path}")
-    infer_cfg = InferConfig(
-        method="nuts+svi",
-        source_model=cfg.source_model,
-        num_chains=cfg.num_chains,
-        num_warmup=cfg.num_warmup,
-        num_samples=cfg.num_samples,
-        target_ess=cfg.target_ess,
-        max_tree_depth=cfg.max_tree_depth,
-        svi_steps=cfg.svi_steps,
-        map_steps=cfg.map_steps,
-        map_restarts=cfg.map_restarts,
-    )
-    from lensgen.infer.run import run_infer
-
-    results = run_infer(
-        infer_cfg, obs_path, out / "posterior", seed, overwrite=True, console=console,
-        progress=progress,
-    )  # fmt: skip
-    if console is not None:
+        console.print(f"wrote {out / 'obs.fits'} and {len(names) - 1} files to {out / 'posterior'}")
         from rich.table import Table
 
         table = Table(title="truth vs posterior (mean ± sd; ✓ = truth inside the 95% interval)")

@@ -216,6 +216,8 @@ def likelihood_data(
     exptime: float | None,
     background_rms: float | None,
     mask: np.ndarray | None = None,
+    where: str = "observation",
+    sigma_name: str = "noise map",
 ) -> tuple[LikelihoodData, int]:
     """Clean the data for :func:`make_model`; returns the data and the number of NaN pixels.
 
@@ -226,7 +228,8 @@ def likelihood_data(
     ------
     LensgenError
         Gaussian without a noise map, Poisson without an exposure time, a mask of
-        the wrong shape, or no usable pixel.
+        the wrong shape, or no usable pixel (the message names ``where``, and
+        ``sigma_name`` when the σ map leaves none, and says why each pixel is out).
     """
     if likelihood == "gaussian" and noise_map is None:
         raise LensgenError("the Gaussian likelihood needs a noise map")
@@ -241,13 +244,14 @@ def likelihood_data(
             raise LensgenError(f"mask shape {mask.shape} differs from the image {image.shape}")
         good &= mask
     sigma = None
+    sigma_ok = np.ones(image.shape, bool)
     if likelihood == "gaussian":
         sigma = np.asarray(noise_map, dtype=np.float64)
-        ok = np.isfinite(sigma) & (sigma > 0)
-        good &= ok
-        sigma = np.where(ok, sigma, 1.0)
+        sigma_ok = np.isfinite(sigma) & (sigma > 0)
+        good &= sigma_ok
+        sigma = np.where(sigma_ok, sigma, 1.0)
     if not good.any():
-        raise LensgenError("no usable pixels: every pixel is masked or NaN")
+        raise LensgenError(_no_pixels(where, image, mask, sigma_ok, noise_map, sigma_name))
     return (
         LikelihoodData(
             image=jnp.asarray(np.where(good, image, 0.0)),
@@ -258,3 +262,23 @@ def likelihood_data(
         ),
         n_nan,
     )
+
+
+def _no_pixels(where, image, mask, sigma_ok, noise_map, sigma_name) -> str:
+    """Why no pixel is left for the likelihood, in one line."""
+    if noise_map is not None and not sigma_ok.any():
+        sigma = np.asarray(noise_map, dtype=np.float64)
+        if np.all(sigma == 0):
+            return (f"{where}: {sigma_name}: all σ are 0 (a noiseless image?), so no pixel can "
+                    "be fitted; supply σ > 0 (e.g. --likelihood poisson with --exptime and "
+                    "--background-rms)")  # fmt: skip
+        return f"{where}: {sigma_name}: no pixel has a finite σ > 0, so no pixel can be fitted"
+    if mask is not None and not mask.any():
+        return f"{where}: the mask selects no pixel (it is all zeros)"
+    n_nan, n_inf = int(np.isnan(image).sum()), int(np.isinf(image).sum())
+    causes = [f"{n_nan} NaN", f"{n_inf} ±inf"]
+    if mask is not None:
+        causes.append(f"{int((~mask).sum())} masked out")
+    if noise_map is not None:
+        causes.append(f"{int((~sigma_ok).sum())} with σ ≤ 0 or not finite in the {sigma_name}")
+    return f"{where}: no usable pixel among {image.size}: {', '.join(causes)}"

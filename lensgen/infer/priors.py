@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lensgen.config import _suggest, load_toml
 from lensgen.errors import ConfigError
@@ -230,6 +230,90 @@ _DEFAULTS: dict[str, str] = {
 }
 
 
+class Domain(NamedTuple):
+    """The values a parameter can physically take: an interval, open or closed at each end."""
+
+    low: float
+    high: float
+    open_low: bool
+    open_high: bool
+    text: str
+
+    def contains(self, x: float) -> bool:
+        above = x > self.low if self.open_low else x >= self.low
+        below = x < self.high if self.open_high else x <= self.high
+        return above and below
+
+    def covers(self, low: float, high: float) -> bool:
+        """Whether [low, high] lies in the domain's closure (a bound carries no mass)."""
+        return self.low <= low and high <= self.high
+
+
+def _positive(name: str) -> Domain:
+    return Domain(0.0, math.inf, True, True, f"{name} > 0")
+
+
+def _unit(name: str) -> Domain:
+    # Each component of the ellipticity (lenstronomy's e1, e2) has |e_i| <= |e| < 1.
+    return Domain(-1.0, 1.0, True, True, f"-1 < {name} < 1, as |e| < 1")
+
+
+# Physical domains by parameter name (the part after "<group>.<index>."); group-specific
+# first. Parameters not listed (centres, shear, angles, log masses) take any real value.
+_DOMAINS: dict[str, Domain] = {
+    "lens.theta_E": _positive("theta_E"),
+    "lens.gamma": Domain(1.0, 3.0, True, True, "1 < gamma < 3"),
+    "lens.Rs": _positive("Rs"),
+    "lens.alpha_Rs": _positive("alpha_Rs"),
+    "lens.r_trunc": _positive("r_trunc"),
+    "e1": _unit("e1"),
+    "e2": _unit("e2"),
+    "R_sersic": _positive("R_sersic"),
+    "n_sersic": _positive("n_sersic"),
+    "sigma": _positive("sigma"),
+    "size": _positive("size"),
+    "amp": Domain(0.0, math.inf, False, True, "amp >= 0"),
+    "flux": Domain(0.0, math.inf, False, True, "flux >= 0"),
+}
+
+
+def domain(name: str) -> Domain | None:
+    """The physical domain of parameter ``name`` (``"lens.0.theta_E"``), None if unbounded."""
+    group, _, param = name.split(".", 2)
+    return _DOMAINS.get(f"{group}.{param}") or _DOMAINS.get(param)
+
+
+def _median(prior: Prior) -> float:
+    a = prior.args
+    if prior.dist == "LogNormal":
+        return math.exp(a[0])
+    if prior.dist == "HalfNormal":
+        return 0.6744897501960817 * a[0]
+    return a[0]  # Normal
+
+
+def check_domain(name: str, prior: Prior, where: str = "[priors]") -> None:
+    """Refuse a prior that puts ``name`` outside its physical domain (:func:`domain`).
+
+    A fixed value must lie in the domain and a bounded prior (Uniform, TruncatedNormal)
+    must keep its whole support inside it; an unbounded prior (Normal, LogNormal,
+    HalfNormal) must have its median inside, so most of its mass is physical.
+    """
+    dom = domain(name)
+    if dom is None:
+        return
+    if prior.fixed:
+        ok, what = dom.contains(prior.args[0]), "lies"
+    elif prior.dist in ("Uniform", "TruncatedNormal"):
+        lo, hi = prior.support()
+        ok = dom.covers(lo, hi)
+        what = "reaches" if dom.contains((lo + hi) / 2) else "lies"
+    else:
+        ok, what = dom.contains(_median(prior)), "has its median"
+    if not ok:
+        raise ConfigError(f'{where}: prior {name} = "{prior}" {what} outside the domain {dom.text}')
+
+
 def default_prior(name: str) -> Prior:
     """The default prior of parameter ``name`` (``"lens.0.theta_E"``)."""
     group, _, param = name.split(".", 2)
@@ -247,7 +331,10 @@ def resolve_priors(
     for key in overrides:
         if key not in names:
             raise ConfigError(f"{where}: unknown parameter '{key}'{_suggest(key, names)}")
-    return {n: overrides.get(n) or default_prior(n) for n in names}
+    priors = {n: overrides.get(n) or default_prior(n) for n in names}
+    for name, prior in priors.items():
+        check_domain(name, prior, where)
+    return priors
 
 
 def format_priors(priors: Mapping[str, Prior]) -> str:

@@ -9,6 +9,7 @@ keeping the model (and so every compiled optimiser and sampler) unchanged.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +84,21 @@ class InferConfig:
         for name in ("num_chains", "num_samples", "map_steps", "map_restarts", "svi_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_warmup < 0 or self.svi_steps < 0 or self.target_ess < 0:
-            raise ValueError("num_warmup, svi_steps and target_ess must be >= 0")
+        for name in ("num_warmup", "svi_steps", "target_ess"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.target_accept < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
         if not 1 <= self.max_tree_depth <= 15:
             raise ValueError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
+        for name in ("svi_lr", "map_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        for name, unit in (("exptime", "s"), ("background_rms", "counts/s")):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 ({unit}), got {value}")
 
 
 class Problem(NamedTuple):
@@ -160,6 +170,13 @@ def _likelihood(
     where = obs.path or "observation"
     exptime = config.exptime if config.exptime is not None else obs.exptime
     bkg = config.background_rms if config.background_rms is not None else obs.background_rms
+    for value, card, flag, unit in ((exptime, "EXPTIME", "--exptime", "s"),
+                                    (bkg, "BKGRMS", "--background-rms", "counts/s")):  # fmt: skip
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise LensgenError(
+                f"{where}: header card {card} = {value:g} must be >= 0 ({unit}); "
+                f"correct it or pass {flag}"
+            )
     kind = kind or config.likelihood
     if kind == "auto":
         kind = "gaussian" if obs.noise_map is not None else "poisson"
@@ -172,19 +189,85 @@ def _likelihood(
                 "(σ per pixel, counts/s) or the BKGRMS header keyword (counts/s), "
                 "or pass --background-rms"
             )
+        if bkg == 0:
+            raise LensgenError(
+                f"{where}: the Gaussian likelihood without a NOISE extension needs a background "
+                "rms > 0 (σ would be 0 wherever the image is 0), got BKGRMS = 0; "
+                "pass --background-rms (counts/s)"
+            )
         sigma = np.sqrt(bkg**2 + (np.maximum(obs.image, 0.0) / exptime if exptime else 0.0))
         return kind, sigma, exptime, bkg
-    if not exptime:
+    if exptime is None:
         raise LensgenError(
             f"{where}: the Poisson likelihood needs the exposure time: add the EXPTIME header "
             "keyword (s) or pass --exptime (or use a NOISE extension with --likelihood gaussian)"
+        )
+    if exptime == 0:
+        raise LensgenError(
+            f"{where}: the Poisson likelihood needs an exposure time > 0, got EXPTIME = 0; "
+            "pass --exptime (s)"
         )
     if bkg is None:
         raise LensgenError(
             f"{where}: the Poisson likelihood needs the background noise: add the BKGRMS header "
             "keyword (counts/s) or pass --background-rms"
         )
+    if bkg == 0:
+        raise LensgenError(
+            f"{where}: the Poisson likelihood needs a background rms > 0 (σ would be 0 wherever "
+            "the model is 0), got BKGRMS = 0; pass --background-rms (counts/s)"
+        )
     return kind, None, exptime, bkg
+
+
+MIN_SIDE = 8
+"""Smallest image side (pixels) that inference accepts: a lens needs room for its arcs."""
+
+
+def _checked_data(obs, kind: str, sigma, exptime, bkg, mask) -> LikelihoodData:
+    """The likelihood data of ``obs``; refuses what cannot be fitted, warns about what is left out.
+
+    Refused, with one line: an image smaller than ``MIN_SIDE`` pixels a side, no usable
+    pixel (each cause named: NaN, ±inf, masked, σ = 0 in the NOISE map), and an image
+    that is zero in every used pixel (nothing to fit). Warned: NaN and ±inf pixels and
+    NOISE pixels with σ ≤ 0 or not finite, all left out of the likelihood.
+    """
+    where = obs.path or "observation"
+    ny, nx = obs.image.shape
+    if min(ny, nx) < MIN_SIDE:
+        raise LensgenError(
+            f"{where}: the image is {ny} × {nx} pixels, too small to fit; "
+            f"inference needs at least {MIN_SIDE} × {MIN_SIDE}"
+        )
+    noise = "NOISE extension" if obs.noise_map is not None else "σ map from BKGRMS/EXPTIME"
+    data, _ = likelihood_data(obs.image, kind, sigma, exptime, bkg, mask, where=str(where),
+                              sigma_name=noise)  # fmt: skip
+    image = np.asarray(obs.image, dtype=float)
+    n_nan, n_inf = int(np.isnan(image).sum()), int(np.isinf(image).sum())
+    bad = [f"{n_nan} NaN pixel(s)"] if n_nan else []
+    bad += [f"{n_inf} pixel(s) at ±inf"] if n_inf else []
+    if kind == "gaussian" and obs.noise_map is not None:
+        s = np.asarray(sigma, dtype=float)
+        n_sigma = int((~(np.isfinite(s) & (s > 0)) & np.isfinite(image)).sum())
+        if n_sigma:
+            bad.append(f"{n_sigma} pixel(s) with σ ≤ 0 or not finite in the NOISE extension")
+    if bad:
+        warnings.warn(f"{where}: {' and '.join(bad)} masked out of the likelihood", stacklevel=3)
+    used = np.asarray(data.mask)
+    values = np.asarray(data.image)[used]
+    if not np.any(values != 0):
+        raise LensgenError(
+            f"{where}: the image is all zeros (in all {values.size} used pixels); "
+            "there is no signal to fit"
+        )
+    snr = values / np.asarray(likelihood_sigma(data, data.image))[used]
+    if not np.any(snr > 3.0):
+        warnings.warn(
+            f"{where}: no pixel is brighter than 3σ; the lens is not detected and the fit "
+            "will mostly follow the priors",
+            stacklevel=3,
+        )
+    return data
 
 
 def build_problem(
@@ -208,12 +291,7 @@ def build_problem(
     spec = ModelSpec(lens=lens, source=source, lens_light=light, latent=latent, likelihood=kind)
     overrides = load_priors(config.priors) if config.priors else {}
     priors = resolve_priors(parameter_names(spec), overrides, config.priors or "[priors]")
-    data, n_nan = likelihood_data(obs.image, kind, sigma, exptime, bkg, mask)
-    if n_nan:
-        warnings.warn(
-            f"{obs.path or 'observation'}: {n_nan} NaN pixel(s) masked out of the likelihood",
-            stacklevel=2,
-        )
+    data = _checked_data(obs, kind, sigma, exptime, bkg, mask)
     scene = Scene(
         lens=lens,
         source=render_scene(spec),
@@ -254,10 +332,9 @@ def with_data(problem: Problem, obs, mask: np.ndarray | None = None, config=None
     )
     if not same_psf:
         raise LensgenError(f"{where}: the PSF differs from the problem's; build a new problem")
-    kind, sigma, exptime, bkg = _likelihood(config or InferConfig(), obs, problem.spec.likelihood)
-    data, n_nan = likelihood_data(obs.image, kind, sigma, exptime, bkg, mask)
-    if n_nan:
-        warnings.warn(f"{where}: {n_nan} NaN pixel(s) masked out of the likelihood", stacklevel=2)
+    config = config or InferConfig()
+    kind, sigma, exptime, bkg = _likelihood(config, obs, problem.spec.likelihood)
+    data = _checked_data(obs, kind, sigma, exptime, bkg, mask)
     return problem._replace(data=data)
 
 

@@ -2,16 +2,20 @@
 
 Per method ``m`` the output directory holds ``posterior_m.nc`` (posterior,
 sample_stats, observed_data), ``summary_m.csv`` (mean, sd, 94% HDI, R-hat, bulk
-and tail ESS, plus the divergence count), ``corner_m.png``; for the whole run
-``bestfit.png`` (data, model, normalised residuals, reconstructed source, critical
-curves and caustics) and ``theta_E.png`` (p(θ_E | obs) of every method, truth
-marked when the file has one).
+and tail ESS, plus the divergence count), ``corner_m.png`` (not for MAP) and for
+SVI ``elbo.png``; for the whole run ``bestfit.png`` (data, model, normalised
+residuals, reconstructed source, critical curves and caustics) and ``theta_E.png``
+(p(θ_E | obs) of every method, truth marked when the file has one). The list is
+:func:`lensgen.infer.outputs.infer_outputs`; :func:`write_results` writes them to the
+paths it is given, which :func:`lensgen.infer.outputs.write_outputs` renames together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,6 @@ from lensgen.infer.problem import (
     reduced_chi2,
     render_values,
 )
-from lensgen.io.atomic import atomic_path
 
 SUMMARY_COLUMNS = ["mean", "sd", "hdi_3%", "hdi_97%", "r_hat", "ess_bulk", "ess_tail"]
 
@@ -34,9 +37,38 @@ def scalar_names(result: InferenceResult) -> list[str]:
     return [k for k, v in result.samples.items() if v.ndim == 2]
 
 
+def _arviz():
+    """ArviZ, imported without its once-a-day FutureWarning about a coming refactor."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+@contextlib.contextmanager
+def _quiet_arviz_log() -> Iterator[None]:
+    """Silence ArviZ's shape log for one-chain results (SVI, MAP), whose R-hat is NaN anyway.
+
+    ArviZ logs "Shape validation failed" through its own ``arviz._log`` object, which
+    is not the ``logging.getLogger("arviz")`` of the logging registry; both are raised.
+    """
+    az = _arviz()
+    logs = {id(log): log for log in (logging.getLogger("arviz"), getattr(az, "_log", None))
+            if isinstance(log, logging.Logger)}  # fmt: skip
+    levels = {k: log.level for k, log in logs.items()}
+    for log in logs.values():
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for k, log in logs.items():
+            log.setLevel(levels[k])
+
+
 def to_inference_data(result: InferenceResult, observed: np.ndarray | None = None):
     """ArviZ ``InferenceData`` with posterior, sample_stats and observed_data groups."""
-    import arviz as az
+    az = _arviz()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -54,20 +86,12 @@ def to_inference_data(result: InferenceResult, observed: np.ndarray | None = Non
 
 def summary(result: InferenceResult):
     """Summary table (pandas DataFrame) of the scalar parameters; 94% HDI."""
-    import arviz as az
-
+    az = _arviz()
     idata = to_inference_data(result)
     names = scalar_names(result)
-    # ArviZ logs a shape warning for one chain (SVI, MAP); R-hat is NaN there anyway.
-    log = logging.getLogger("arviz")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            table = az.summary(idata, var_names=names, hdi_prob=0.94, kind="all", round_to="none")
-    finally:
-        log.setLevel(level)
+    with _quiet_arviz_log(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.summary(idata, var_names=names, hdi_prob=0.94, kind="all", round_to="none")
     table = table[SUMMARY_COLUMNS]
     # Only NUTS counts divergences: for SVI and MAP the column is left out, not zeroed.
     if "divergences" in result.diagnostics:
@@ -264,37 +288,42 @@ def _critical_curves(problem: Problem, params, obs) -> list[tuple[Any, Any]]:
 
 
 def write_results(
-    out: Path,
+    targets: Mapping[str, Path],
     problem: Problem,
     obs,
     results: list[InferenceResult],
-    overwrite: bool,
     console=None,
 ) -> dict[str, Path]:
-    """Write every output of a run into ``out``; returns name → path."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the outputs of a run to ``targets`` (file name → path to write); returns name → path.
+
+    ``targets`` names the files :func:`lensgen.infer.outputs.infer_outputs` lists;
+    this writes every one of them except ``config.toml`` (the caller's), each to
+    the path given (:func:`lensgen.infer.outputs.write_outputs` passes temporary
+    paths that it renames onto the outputs once all are written).
+    """
     truth = dict(obs.truth)
     paths: dict[str, Path] = {}
+
+    def target(name: str) -> Path:
+        paths[name] = targets[name]
+        return targets[name]
+
     for res in results:
         m = res.method
         idata = to_inference_data(res, obs.image)
-        with atomic_path(out / f"posterior_{m}.nc", overwrite) as tmp:
-            idata.to_netcdf(str(tmp), engine="h5netcdf")
-        paths[f"posterior_{m}"] = out / f"posterior_{m}.nc"
+        idata.to_netcdf(str(target(f"posterior_{m}.nc")), engine="h5netcdf")
         table = summary(res)
-        with atomic_path(out / f"summary_{m}.csv", overwrite) as tmp:
-            table.to_csv(tmp, index_label="parameter")
-        paths[f"summary_{m}"] = out / f"summary_{m}.csv"
+        table.to_csv(target(f"summary_{m}.csv"), index_label="parameter")
         if console is not None:
             print_summary(table, m, truth, console)
             console.print(timing_line(res))
-        if m != "map":
-            paths[f"corner_{m}"] = corner_plot(res, truth, out / f"corner_{m}.png", overwrite)
-        if "elbo" in res.diagnostics and len(res.diagnostics["elbo"]):
-            paths["elbo"] = _elbo_plot(res.diagnostics["elbo"], out / "elbo.png", overwrite)
-    paths["bestfit"] = bestfit_plot(problem, obs, results[0], out / "bestfit.png", overwrite)
-    if any("lens.0.theta_E" in r.samples for r in results):
-        paths["theta_E"] = theta_e_plot(results, truth, out / "theta_E.png", overwrite)
+        if f"corner_{m}.png" in targets:
+            corner_plot(res, truth, target(f"corner_{m}.png"), overwrite=True)
+        if m == "svi" and "elbo.png" in targets:
+            _elbo_plot(res.diagnostics["elbo"], target("elbo.png"), overwrite=True)
+    bestfit_plot(problem, obs, results[0], target("bestfit.png"), overwrite=True)
+    if "theta_E.png" in targets:
+        theta_e_plot(results, truth, target("theta_E.png"), overwrite=True)
     return paths
 
 

@@ -14,12 +14,12 @@ what float32 resolves (BENCHMARKS.md, "Inference").
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import jax
 
-from lensgen.errors import LensgenError
 from lensgen.infer.mapfit import MapResult, Mode, find_map, laplace
 from lensgen.infer.problem import (
     GUIDES,
@@ -103,33 +103,80 @@ def run_infer(
 ) -> list[InferenceResult]:
     """The ``lensgen infer`` workflow: read, fit, write the outputs into ``out``.
 
-    Writes the resolved config (``config.toml``) next to the posterior files, see
-    :func:`lensgen.infer.report.write_results`.
+    Every output (:func:`lensgen.infer.outputs.infer_outputs`, with the resolved
+    config as ``config.toml``) is checked before the fit and all are written together
+    at the end, so a refused, failed or interrupted run changes nothing in ``out``.
     """
-    from lensgen.config import dumps_toml, to_dict
-    from lensgen.infer.report import write_results
-    from lensgen.io.atomic import atomic_write_text
+    from lensgen.infer.outputs import check_run_outputs
+    from lensgen.io.atomic import check_output_dir
     from lensgen.io.fits import read_observation
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise LensgenError(
-            f"output directory {out} is not empty; pass --overwrite to replace files"
-        )
+    check_output_dir(out)
     obs = read_observation(obs_path)
     mask = load_mask(config.mask, obs.image.shape) if config.mask else None
     problem = build_problem(config, obs, source_model, mask)
+    names = output_names(config, problem)
+    check_run_outputs(out, names, overwrite, inputs=(obs_path, config.mask, config.priors))
+    warn_unfitted(config)
     results = run_inference(jax.random.PRNGKey(seed), problem, config, progress)
-    paths = write_results(out, problem, obs, results, overwrite=True, console=console)
-    resolved = {k: v for k, v in to_dict(config).items() if v is not None}
-    atomic_write_text(
-        out / "config.toml",
-        f"# lensgen infer {obs_path} --seed {seed}\n" + dumps_toml(resolved),
-        overwrite=True,
-    )
+    header = f"# lensgen infer {obs_path} --seed {seed}\n"
+    write_run(config, problem, obs, results, out, overwrite, header, console=console)
     if console is not None:
-        console.print(f"wrote {len(paths) + 1} files to {out}")
+        console.print(f"wrote {len(names)} files to {out}")
     return results
+
+
+def output_names(config: InferConfig, problem: Problem) -> list[str]:
+    """The files a run of ``config`` on ``problem`` writes (:func:`~lensgen.infer.outputs.infer_outputs`)."""
+    from lensgen.infer.outputs import infer_outputs
+
+    theta = problem.priors.get("lens.0.theta_E")
+    return infer_outputs(config, theta_e=theta is not None and not theta.fixed)
+
+
+def warn_unfitted(config: InferConfig) -> None:
+    """Warn when the settings fit nothing: ``svi_steps = 0`` leaves SVI at its start."""
+    if config.method in ("svi", "nuts+svi") and config.svi_steps == 0:
+        warnings.warn(
+            "--svi-steps 0: SVI fits nothing; its posterior is the guide's starting point "
+            "around the MAP fit",
+            stacklevel=2,
+        )
+
+
+def write_run(
+    config: InferConfig,
+    problem: Problem,
+    obs,
+    results: list[InferenceResult],
+    out: str | Path,
+    overwrite: bool,
+    header: str,
+    folder: str = "",
+    extra: dict[str, Any] | None = None,
+    console=None,
+) -> list[Path]:
+    """Write every output of a run together (:func:`lensgen.infer.outputs.write_outputs`).
+
+    The inference outputs go to ``out/folder``; ``extra`` maps further file names
+    (relative to ``out``) to functions that write them to a given path.
+    """
+    from lensgen.config import dumps_toml, to_dict
+    from lensgen.infer.outputs import write_outputs
+    from lensgen.infer.report import write_results
+
+    resolved = {k: v for k, v in to_dict(config).items() if v is not None}
+    extra = extra or {}
+    own = {f"{folder}/{n}" if folder else n: n for n in output_names(config, problem)}
+
+    def write(targets: dict[str, Path]) -> None:
+        for name, writer in extra.items():
+            writer(targets[name])
+        paths = {own[k]: p for k, p in targets.items() if k in own}
+        write_results(paths, problem, obs, results, console=console)
+        paths["config.toml"].write_text(header + dumps_toml(resolved), encoding="utf-8")
+
+    return write_outputs(out, [*extra, *own], overwrite, write)
 
 
 def load_infer_config(path: str | Path | None, overrides: dict[str, Any]) -> InferConfig:

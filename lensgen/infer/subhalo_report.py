@@ -28,7 +28,6 @@ from lensgen.infer.substructure import (
     fit_subhalos,
     log_likelihood,
 )
-from lensgen.io.atomic import atomic_path, atomic_write_text
 from lensgen.lensing.substructure import SUBHALOS
 
 
@@ -94,12 +93,16 @@ def subhalo_summary(fit: SubhaloFit, obs=None) -> dict[str, Any]:
 
 
 def write_subhalo_results(out, fit: SubhaloFit, obs, overwrite: bool, console=None) -> dict:
-    """``subhalo_summary.json``/``.csv``, ``posterior_subhalo.nc`` and ``subhalo.png`` in ``out``."""
+    """``subhalo_summary.json``/``.csv``, ``posterior_subhalo.nc`` and ``subhalo.png`` in ``out``.
+
+    All four are checked first and written together
+    (:func:`lensgen.infer.outputs.write_outputs`): an error leaves ``out`` unchanged.
+    """
+    from lensgen.infer.outputs import SUBHALO_OUTPUTS, check_run_outputs, write_outputs
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_outputs(out, SUBHALO_OUTPUTS, overwrite)
     summary = subhalo_summary(fit, obs)
-    paths = {"json": out / "subhalo_summary.json", "csv": out / "subhalo_summary.csv"}
-    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n", overwrite=overwrite)
     lines = ["parameter,map,mean,sd,q2.5,q97.5,truth"]
     for s in summary["subhalos"]:
         truth = s.get("truth", {})
@@ -111,10 +114,6 @@ def write_subhalo_results(out, fit: SubhaloFit, obs, overwrite: bool, console=No
     for name in ("delta_log_evidence", "delta_log_likelihood", "threshold"):
         lines.append(f"{name},{summary[name]:.6g},,,,,")
     lines.append(f"detected,{int(summary['detected'])},,,,,")
-    atomic_write_text(paths["csv"], "\n".join(lines) + "\n", overwrite=overwrite)
-    paths["posterior"] = out / "posterior_subhalo.nc"
-    with atomic_path(paths["posterior"], overwrite) as tmp:
-        to_inference_data(fit.posterior, obs.image).to_netcdf(str(tmp), engine="h5netcdf")
     samples = fit.posterior.samples
     draws = [
         (samples[f"subhalo.{k}.center_x"].reshape(-1), samples[f"subhalo.{k}.center_y"].reshape(-1))
@@ -125,9 +124,17 @@ def write_subhalo_results(out, fit: SubhaloFit, obs, overwrite: bool, console=No
     title = (f"subhalo {verdict}: Δ log Z = {fit.delta_log_evidence:.1f} (threshold "
              f"{fit.threshold:g}), Δ log L = {fit.delta_log_likelihood:.1f}")  # fmt: skip
     truths = [(t["x"], t["y"]) for t in summary["truth"]]
-    paths["plot"] = subhalo_plot(np.where(np.asarray(fit.smooth.data.mask), obs.image, np.nan),
-                                 (fit.residual, resid_sub), obs.pixel_scale, draws, truths, title,
-                                 out / "subhalo.png", overwrite)  # fmt: skip
+
+    def write(tmp: dict[str, Path]) -> None:
+        tmp["subhalo_summary.json"].write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
+        tmp["subhalo_summary.csv"].write_text("\n".join(lines) + "\n", "utf-8")
+        idata = to_inference_data(fit.posterior, obs.image)
+        idata.to_netcdf(str(tmp["posterior_subhalo.nc"]), engine="h5netcdf")
+        subhalo_plot(np.where(np.asarray(fit.smooth.data.mask), obs.image, np.nan),
+                     (fit.residual, resid_sub), obs.pixel_scale, draws, truths, title,
+                     tmp["subhalo.png"], overwrite=True)  # fmt: skip
+
+    write_outputs(out, SUBHALO_OUTPUTS, overwrite, write)
     if console is not None:
         console.print(title)
         for s in summary["subhalos"]:
@@ -136,7 +143,8 @@ def write_subhalo_results(out, fit: SubhaloFit, obs, overwrite: bool, console=No
                 f"  subhalo {s['index']}: log10 M = {m['mean']:.2f} ± {m['sd']:.2f}, "
                 f"x = {x['mean']:.3f} ± {x['sd']:.3f}″, y = {y['mean']:.3f} ± {y['sd']:.3f}″"
             )
-    return paths
+    keys = ("json", "csv", "posterior", "plot")
+    return {k: out / n for k, n in zip(keys, SUBHALO_OUTPUTS, strict=True)}
 
 
 def run_subhalo_infer(
@@ -149,13 +157,25 @@ def run_subhalo_infer(
     console=None,
     source_model=None,
 ) -> SubhaloFit:
-    """Read ``obs_path``, fit the smooth and subhalo models, write the subhalo outputs."""
+    """Read ``obs_path``, fit the smooth and subhalo models, write the subhalo outputs.
+
+    The outputs are checked before the fit, so a run that would be refused at the end
+    is refused at the start.
+    """
+    from lensgen.infer.outputs import SUBHALO_OUTPUTS, check_run_outputs
     from lensgen.infer.problem import load_mask
+    from lensgen.infer.run import warn_unfitted
+    from lensgen.io.atomic import check_output_dir
     from lensgen.io.fits import read_observation
 
+    check_output_dir(out)
     obs = read_observation(obs_path)
     mask = load_mask(config.mask, obs.image.shape) if config.mask else None
     smooth, subhalo = build_subhalo_problems(config, sub, obs, source_model, mask)
+    inputs = (obs_path, config.mask, config.priors)
+    check_run_outputs(out, SUBHALO_OUTPUTS, overwrite, inputs)
+    if sub.method == "svi":
+        warn_unfitted(config)
     fit = fit_subhalos(jax.random.PRNGKey(seed), smooth, subhalo, config, sub)
     write_subhalo_results(out, fit, obs, overwrite, console)
     return fit

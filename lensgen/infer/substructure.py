@@ -97,6 +97,11 @@ class SubhaloConfig:
     concentration: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("log10_m_min", "log10_m_max", "log10_m_start", "threshold", "box", "lr"):
+            if not math.isfinite(getattr(self, name)):
+                raise SubhaloConfigError(
+                    f"{name} must be a finite number, got {getattr(self, name)}"
+                )
         if not self.log10_m_min < self.log10_m_max:
             raise SubhaloConfigError(
                 f"subhalo mass prior bounds reversed: log10_m_min={self.log10_m_min} >= "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lensgen.errors import LensgenError
@@ -28,6 +28,58 @@ def check_output_path(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def check_outputs(paths: Sequence[str | Path], overwrite: bool) -> list[Path]:
+    """Check every output of one run before anything is written.
+
+    Refuses repeated paths (an output that would overwrite another output of the same
+    run), an existing folder where a file goes, and, without ``overwrite``, any path
+    that exists. The message names every offending path.
+    """
+    out = [Path(p) for p in paths]
+    seen: dict[Path, Path] = {}
+    for p in out:
+        key = p.resolve()
+        if key in seen:
+            raise LensgenError(f"two outputs of this run would both be written to {p}")
+        seen[key] = p
+    folders = [p for p in out if p.is_dir()]
+    if folders:
+        raise LensgenError(f"{folders[0]} is a folder; an output file is written there")
+    existing = [p for p in out if p.exists()]
+    if existing and not overwrite:
+        names = ", ".join(str(p) for p in existing)
+        raise LensgenError(f"{names} exist{'s' if len(existing) == 1 else ''}; "
+                           "pass --overwrite to replace")
+    for p in out:
+        check_output_path(p, overwrite=True)
+    return out
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """An output folder may exist (its files are checked one by one) but not be a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LensgenError(f"{path} is a file, not a folder; choose another output folder")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not path.exists() and not parent.is_dir():
+        raise LensgenError(f"cannot create folder {path}: {parent} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False) -> Iterator[list[Path]]:
+    """All-or-nothing output of several files: temporary paths, renamed together.
+
+    Every path is checked first (:func:`check_outputs`). The body writes to the
+    yielded temporary paths; only when it finishes are they renamed onto the outputs,
+    so an error or Ctrl-C leaves none of the outputs changed.
+    """
+    targets = check_outputs(paths, overwrite)
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(p, overwrite)) for p in targets]
+        yield tmps
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -35,7 +87,11 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is left untouched.
     """
     path = check_output_path(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    # The temporary name keeps the output's suffix, so writers that pick a format
+    # from the file name (matplotlib, astropy) see the same name as for the output.
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent or "."
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the result the permissions a plain open() would.

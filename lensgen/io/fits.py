@@ -18,6 +18,8 @@ Layout (DESIGN.md, "Conventions"):
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,18 +156,42 @@ def _noise_label(obs: Observation) -> str:
     return "+".join(parts) if parts else "none"
 
 
+def _card(header: fits.Header, key: str, path: Path, default: Any = None) -> float | None:
+    """The number in header card ``key`` (``default`` when absent); one line naming a bad card."""
+    if key not in header:
+        return default
+    value = header[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise LensgenError(f"{path}: header card {key} = {value!r} is not a number")
+    if not math.isfinite(float(value)):
+        raise LensgenError(f"{path}: header card {key} = {value!r} is not a finite number")
+    return float(value)
+
+
+def _int_card(header: fits.Header, key: str, path: Path, default: int | None = None) -> int | None:
+    value = _card(header, key, path)
+    if value is None:
+        return default
+    if value != int(value):
+        raise LensgenError(f"{path}: header card {key} = {header[key]!r} is not an integer")
+    return int(value)
+
+
 def _pixel_scale_from_header(header: fits.Header, path: Path) -> float:
     if "PIXSCALE" in header:
-        return float(header["PIXSCALE"])
+        return _card(header, "PIXSCALE", path)  # type: ignore[return-value]
     if "CDELT1" in header and "CDELT2" in header:
-        sx, sy = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
+        sx, sy = (abs(_card(header, k, path)) for k in ("CDELT1", "CDELT2"))  # type: ignore[arg-type]
         if not math.isclose(sx, sy, rel_tol=1e-6):
             raise LensgenError(
                 f"{path}: non-square pixels (CDELT1={sx}, CDELT2={sy}) cannot be modelled"
             )
         return sx * 3600.0
     if "CD1_1" in header:
-        w = WCS(header).celestial
+        try:
+            w = WCS(header).celestial
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LensgenError(f"{path}: cannot read the WCS (CD matrix): {exc}") from None
         scales = np.sqrt((w.pixel_scale_matrix**2).sum(axis=0)) * 3600.0
         if not math.isclose(scales[0], scales[1], rel_tol=1e-6):
             raise LensgenError(f"{path}: non-square pixels cannot be modelled")
@@ -176,15 +202,86 @@ def _pixel_scale_from_header(header: fits.Header, path: Path) -> float:
     )
 
 
+def _scene_and_truth(
+    header: fits.Header, path: Path
+) -> tuple[dict[str, list[str]] | None, dict[str, float]]:
+    """Component names from the ``SCENE <group>.<index>`` cards and ``TRUTH <name>`` values."""
+    truth: dict[str, float] = {}
+    found: dict[str, dict[int, str]] = {}
+    for key, value in header.items():
+        if key.startswith("TRUTH "):
+            truth[key[6:]] = _card(header, key, path)  # type: ignore[assignment]
+        elif key.startswith("SCENE "):
+            group, _, index = key[6:].rpartition(".")
+            if group not in _GROUPS or not index.isdigit():
+                raise LensgenError(
+                    f"{path}: header card '{key}' is malformed; expected 'SCENE <group>.<index>' "
+                    f"with group {', '.join(_GROUPS)} and index 0, 1, ..."
+                )
+            if not isinstance(value, str) or not value.strip():
+                raise LensgenError(
+                    f"{path}: header card '{key}' = {value!r} must name a model, e.g. 'SIS'"
+                )
+            found.setdefault(group, {})[int(index)] = value.strip()
+    for group, by_index in found.items():
+        missing = sorted(set(range(len(by_index))) - set(by_index))
+        if missing:
+            raise LensgenError(
+                f"{path}: header card 'SCENE {group}.{missing[0]}' is missing "
+                f"(the SCENE {group} cards must be numbered 0, 1, ...)"
+            )
+    if not found:
+        return None, truth
+    scene = {g: [found.get(g, {})[i] for i in range(len(found.get(g, {})))] for g in _GROUPS}
+    return scene, truth
+
+
+def _open(path: Path) -> fits.HDUList:
+    """Open ``path`` and load every HDU; a truncated or corrupt file is one line naming it."""
+    hdul = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+            for hdu in hdul:
+                _ = hdu.data  # read now: a data section cut short fails here, not later
+            error = None
+        except (OSError, ValueError, TypeError, IndexError, KeyError, fits.VerifyError) as exc:
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    damaged = _damage(caught)
+    if damaged or error:
+        if hdul is not None:
+            hdul.close()
+        if damaged:
+            raise LensgenError(f"{path}: the FITS file is truncated or corrupt: {damaged}")
+        raise LensgenError(f"{path}: not a readable FITS file: {error}")
+    for w in caught:  # anything else astropy had to say still reaches the user
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    assert hdul is not None
+    return hdul
+
+
+def _damage(caught: list[warnings.WarningMessage]) -> str:
+    """What astropy's warnings say about a truncated or corrupt file ('' if nothing)."""
+    for w in caught:
+        text = str(w.message)
+        size = re.search(r"actual file length \((\d+)\).*expected size \((\d+)\)", text)
+        if size:
+            return f"{size.group(1)} bytes long where its headers announce {size.group(2)}"
+        hdu = re.search(r"HDU #(\d+)", text)
+        if hdu and ("corrupt" in text or "truncated" in text):
+            return f"it ends inside HDU #{hdu.group(1)} (0 = primary)"
+        if "truncated" in text or "corrupt" in text:
+            return text.splitlines()[0]
+    return ""
+
+
 def read_observation(path: str | Path) -> Observation:
-    """Read an observation file; errors name the file and the missing keyword."""
+    """Read an observation file; errors name the file and the missing or bad keyword."""
     path = Path(path)
     if not path.is_file():
         raise LensgenError(f"observation file not found: {path}")
-    try:
-        hdul = fits.open(path, memmap=False)
-    except (OSError, ValueError) as exc:
-        raise LensgenError(f"{path}: not a readable FITS file: {exc}") from None
+    hdul = _open(path)
     with hdul:
         primary = hdul[0]
         if primary.data is None or primary.data.ndim != 2:
@@ -196,19 +293,17 @@ def read_observation(path: str | Path) -> Observation:
         names = [h.name for h in hdul]
 
         def ext(name: str) -> np.ndarray | None:
-            return np.asarray(hdul[name].data, dtype=np.float64) if name in names else None
+            if name not in names:
+                return None
+            data = hdul[name].data
+            if data is None or not np.issubdtype(np.asarray(data).dtype, np.number):
+                raise LensgenError(f"{path}: the {name} extension holds no image")
+            return np.asarray(data, dtype=np.float64)
 
-        truth: dict[str, float] = {}
-        scene: dict[str, list[str]] = {}
-        for key, value in header.items():
-            if key.startswith("TRUTH "):
-                truth[key[6:]] = float(value)
-            elif key.startswith("SCENE "):
-                group, index = key[6:].rsplit(".", 1)
-                scene.setdefault(group, []).insert(int(index), str(value))
+        scene, truth = _scene_and_truth(header, path)
         source_scale = None
         if "SOURCE" in names:
-            source_scale = float(hdul["SOURCE"].header.get("PIXSCALE", pixel_scale))
+            source_scale = _card(hdul["SOURCE"].header, "PIXSCALE", path, pixel_scale)
         known = {"PRIMARY", "PSF", "NOISE", "MODEL", "SOURCE"}
         extra = {
             h.name: np.asarray(h.data)
@@ -229,20 +324,23 @@ def read_observation(path: str | Path) -> Observation:
             raise LensgenError(
                 f"{path}: NOISE shape {noise_map.shape} differs from image {image.shape}"
             )
+        supersample = _int_card(header, "SUPERSMP", path, 1)
+        if supersample is None or supersample < 1:
+            raise LensgenError(f"{path}: header card SUPERSMP = {supersample} must be >= 1")
         return Observation(
             image=image,
             pixel_scale=pixel_scale,
             psf=psf,
             noise_map=noise_map,
-            exptime=float(header["EXPTIME"]) if "EXPTIME" in header else None,
-            background_rms=float(header["BKGRMS"]) if "BKGRMS" in header else None,
-            supersample=int(header.get("SUPERSMP", 1)),
+            exptime=_card(header, "EXPTIME", path),
+            background_rms=_card(header, "BKGRMS", path),
+            supersample=supersample,
             model=ext("MODEL"),
             source=ext("SOURCE"),
             source_pixel_scale=source_scale,
             truth=truth,
-            scene={g: scene.get(g, []) for g in _GROUPS} if scene else None,
-            seed=int(header["SEED"]) if "SEED" in header else None,
+            scene=scene,
+            seed=_int_card(header, "SEED", path),
             header=header,
             path=path,
             extra=extra,

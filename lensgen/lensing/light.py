@@ -11,9 +11,10 @@ and outer cut-off of the Sérsic profile.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from lensgen.errors import LensgenError
 
@@ -219,6 +220,36 @@ def validate_light(model: Sequence[str], params: Sequence[Mapping]) -> None:
         missing = [p for p in profile.params if p not in kwargs and p not in profile.defaults]
         if missing:
             raise LensgenError(f"light profile {name!r} is missing parameter(s) {missing}")
+
+
+_POSITIVE = ("R_sersic", "n_sersic", "sigma", "scale")
+"""Light-profile parameters that must be > 0 (sizes and the Sérsic index)."""
+
+
+def check_light_values(name: str, params: Mapping[str, Any], where: str) -> None:
+    """Check concrete parameter values of one light component (arrays elementwise).
+
+    Emitted light is never negative, so ``amp`` must be >= 0; sizes and the Sérsic
+    index must be > 0; ellipticities need ``|e| < 1``; every value must be finite.
+    Raises :class:`LensgenError` naming ``where``, the parameter and the bad value.
+    """
+    for key, value in params.items():
+        if key == "image":
+            continue
+        v = np.asarray(value, dtype=float).ravel()
+        for ok, rule in (
+            (np.isfinite(v), "must be finite"),
+            (v > 0 if key in _POSITIVE else None, "must be > 0"),
+            (v >= 0 if key == "amp" else None, "must be >= 0 (emitted light is not negative)"),
+        ):
+            if ok is not None and not np.all(ok):
+                raise LensgenError(f"{where} ({name}): {key} {rule}, got {v[~ok][0]:g}")
+    if "e1" in params or "e2" in params:
+        e = np.hypot(np.asarray(params.get("e1", 0.0)), np.asarray(params.get("e2", 0.0)))
+        if not np.all(e < 1):
+            raise LensgenError(
+                f"{where} ({name}): ellipticity |e| = hypot(e1, e2) must be < 1, got {np.max(e):g}"
+            )
 
 
 def surface_brightness(model: Sequence[str], params: Sequence[Mapping], x, y):

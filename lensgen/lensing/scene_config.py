@@ -49,15 +49,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lensgen.config import ConfigError, from_dict, load_toml
+from lensgen.config import ConfigError, from_dict, load_toml, toml_value
 from lensgen.lensing.substructure import SubhaloPopulation
 
 DISTRIBUTIONS = ("uniform", "normal", "lognormal")
+MIN_NPIX = 8
+"""The smallest image ``simulate`` renders (and ``infer`` fits), in pixels per side."""
 VAE_PARAMS = {"flux": 50.0, "center_x": 0.05, "center_y": 0.03, "size": 0.18, "phi_G": 0.0}
 """Parameters of the learned (``type = "VAE"``) source and their defaults.
 
@@ -92,16 +95,16 @@ class InstrumentConfig:
     psf_file: str = ""
 
     def __post_init__(self) -> None:
-        if self.npix <= 0:
-            raise ValueError(f"npix must be > 0, got {self.npix}")
-        if not self.pixel_scale > 0:
-            raise ValueError(f"pixel_scale must be > 0, got {self.pixel_scale}")
+        if self.npix < MIN_NPIX:
+            raise ValueError(f"npix must be >= {MIN_NPIX} pixels, got {self.npix}")
+        if not 0 < self.pixel_scale < math.inf:
+            raise ValueError(f"pixel_scale must be a finite number > 0, got {self.pixel_scale}")
         if self.supersample < 1:
             raise ValueError(f"supersample must be >= 1, got {self.supersample}")
-        if self.psf in ("gaussian", "moffat") and not self.psf_fwhm > 0:
-            raise ValueError(f"psf_fwhm must be > 0, got {self.psf_fwhm}")
-        if self.psf == "moffat" and not self.moffat_beta > 1:
-            raise ValueError(f"moffat_beta must be > 1, got {self.moffat_beta}")
+        if self.psf in ("gaussian", "moffat") and not 0 < self.psf_fwhm < math.inf:
+            raise ValueError(f"psf_fwhm must be a finite number > 0, got {self.psf_fwhm}")
+        if self.psf == "moffat" and not 1 < self.moffat_beta < math.inf:
+            raise ValueError(f"moffat_beta must be a finite number > 1, got {self.moffat_beta}")
         if self.psf == "pixel" and not self.psf_file:
             raise ValueError("psf = 'pixel' needs psf_file (a FITS kernel)")
 
@@ -115,10 +118,12 @@ class NoiseConfig:
     background_rms: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.exptime < 0:
-            raise ValueError(f"exptime must be >= 0, got {self.exptime}")
-        if self.background_rms < 0:
-            raise ValueError(f"background_rms must be >= 0, got {self.background_rms}")
+        if not 0 <= self.exptime < math.inf:
+            raise ValueError(f"exptime must be a finite number >= 0 (s), got {self.exptime}")
+        if not 0 <= self.background_rms < math.inf:
+            raise ValueError(
+                f"background_rms must be a finite number >= 0 (counts/s), got {self.background_rms}"
+            )
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,9 @@ class SimulateConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     source_model: SourceModelConfig = field(default_factory=SourceModelConfig)
     substructure: SubhaloPopulation | None = None
+    seed: int | None = None
+    """Top-level ``seed = …`` of a file (the resolved file records the run's seed);
+    ``--seed`` overrides it, and 0 is used when neither is given."""
 
 
 PARAMETRIC_SOURCE = Component(
@@ -186,8 +194,12 @@ def check_value(value: Any, where: str) -> None:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return
     if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        if not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{where}: expected finite numbers, got {value!r}")
         return
     if isinstance(value, Mapping):
         if len(value) != 1:
@@ -206,9 +218,9 @@ def check_value(value: Any, where: str) -> None:
         if not (
             isinstance(args, list)
             and len(args) == 2
-            and all(isinstance(a, (int, float)) for a in args)
+            and all(isinstance(a, (int, float)) and math.isfinite(a) for a in args)
         ):
-            raise ConfigError(f"{where}: {dist} needs two numbers, got {args!r}")
+            raise ConfigError(f"{where}: {dist} needs two finite numbers, got {args!r}")
         if dist == "uniform" and not args[0] < args[1]:
             raise ConfigError(f"{where}: uniform bounds must be increasing, got {args}")
         if dist in ("normal", "lognormal") and not args[1] > 0:
@@ -224,6 +236,12 @@ def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
     data = load_toml(path)
     where = str(path)
     known = {f.name for f in dataclasses.fields(SimulateConfig)}
+    kwargs: dict[str, Any] = {}
+    if "seed" in data:
+        seed = data["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigError(f"{where}: seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+        kwargs["seed"] = seed
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
@@ -233,7 +251,6 @@ def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
                 else f" (valid: {', '.join(sorted(known))})"
             )
             raise ConfigError(f"{where}: unknown section '{key}'{hint}")
-    kwargs: dict[str, Any] = {}
     for group in ("lens", "source", "lens_light"):
         if group in data:
             kwargs[group] = _components(data[group], f"{where} {group}")
@@ -257,6 +274,8 @@ def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
 def config_to_toml_dict(cfg: SimulateConfig) -> dict[str, Any]:
     """The resolved config as a TOML-ready dict (written next to outputs)."""
     out: dict[str, Any] = {}
+    if cfg.seed is not None:
+        out["seed"] = cfg.seed
     for group in ("lens", "source", "lens_light"):
         comps = getattr(cfg, group)
         if comps:
@@ -270,14 +289,18 @@ def config_to_toml_dict(cfg: SimulateConfig) -> dict[str, Any]:
 
 
 def dumps_config(cfg: SimulateConfig) -> str:
-    """TOML text of the resolved config, with arrays of tables for components."""
+    """TOML text of the resolved config that :func:`load_simulate_config` reads back.
+
+    Components are arrays of tables whose values are numbers, latent vectors or
+    one-line distribution tables (``theta_E = { uniform = [1.5, 2.5] }``).
+    """
     from lensgen.config import dumps_toml
 
     d = config_to_toml_dict(cfg)
-    parts = []
+    parts = [f"seed = {d.pop('seed')}\n"] if "seed" in d else []
     for group in ("lens", "source", "lens_light"):
         for comp in d.pop(group, []):
-            body = dumps_toml({"x": comp}).split("\n", 1)[1]
+            body = "".join(f"{k} = {toml_value(v)}\n" for k, v in comp.items())
             parts.append(f"[[{group}]]\n{body}")
     parts.append(dumps_toml(d))
     return "\n".join(parts)

@@ -13,6 +13,7 @@ A ``[substructure]`` section adds one ``"SUBHALOS"`` lens component (``(K,)`` ar
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from lensgen import __version__
 from lensgen.errors import LensgenError
 from lensgen.io.fits import Observation, write_observation
 from lensgen.lensing import instrument
+from lensgen.lensing.light import check_light_values
 from lensgen.lensing.raytrace import validate_lens
 from lensgen.lensing.render import Scene, make_renderer, render_source_plane
 from lensgen.lensing.scene_config import (
@@ -64,6 +66,7 @@ class Batch:
     scene: Scene
     source_label: str
     subhalos: dict[str, np.ndarray] | None = None  # (n, K) arrays from sample_subhalos
+    config: SimulateConfig | None = None  # the config as rendered (after source fallback)
 
 
 def make_psf(cfg: SimulateConfig) -> np.ndarray | None:
@@ -122,6 +125,57 @@ def _check_vae_params(comp: Component, where: str) -> None:
             )
 
 
+def _check_light(cfg: SimulateConfig, flat: dict[str, np.ndarray]) -> None:
+    """Refuse light parameters that render nothing or nonsense (``R_sersic <= 0``, …)."""
+    for group in ("source", "lens_light"):
+        for ci, comp in enumerate(getattr(cfg, group)):
+            prefix = f"{group}.{ci}."
+            p = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+            where = f"{group} component {ci}"
+            if comp.type != "VAE":
+                check_light_values(comp.type, p, where)
+                continue
+            for name in ("flux", "size"):
+                if not np.all(p[name] > 0):
+                    raise LensgenError(
+                        f"{where} (VAE): {name} must be > 0, got {p[name][~(p[name] > 0)][0]:g}"
+                    )
+
+
+BYTES_PER_RAY = 64
+"""Peak memory per supersampled pixel and lens while rendering (float32 coordinates,
+deflections, source light and the FFT convolution), measured to within a factor 2."""
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process (Linux ``MemAvailable``, else total)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(ins: Any, n: int) -> None:
+    """Refuse, before allocating anything, a render that cannot fit in memory."""
+    side = ins.npix * ins.supersample
+    need = n * side * side * BYTES_PER_RAY
+    have = available_memory()
+    if need > have:
+        lenses = f"{n} lenses" if n > 1 else "one lens"
+        raise LensgenError(
+            f"npix={ins.npix} × supersample={ins.supersample} for {lenses} needs about "
+            f"{_gib(need)} of memory; {_gib(have)} is available (lower --npix, --supersample "
+            "or --n)"
+        )
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes < 2**40 else f"{nbytes / 2**40:.3g} TiB"
+
+
 def _draw_subhalos(cfg: SimulateConfig, key: jax.Array, flat: dict, n: int) -> dict:
     """``n`` realisations of the ``[substructure]`` population around each main lens."""
     pop = cfg.substructure
@@ -144,8 +198,9 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
     """Draw ``n`` parameter sets, render them in one vmapped call and add noise."""
     if n < 1:
         raise LensgenError(f"--n must be >= 1, got {n}")
-    cfg, source_model = _resolve_source(cfg)
     ins = cfg.instrument
+    check_memory(ins, n)
+    cfg, source_model = _resolve_source(cfg)
     psf = make_psf(cfg)
     k_par, k_lat, k_noise = jax.random.split(key, 3)
 
@@ -173,6 +228,7 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
             for pi, (pname, spec) in enumerate(sorted(params.items())):
                 flat[f"{group}.{ci}.{pname}"] = _draw(jax.random.fold_in(kc, pi), spec, n)
             names[group].append("INTERPOL" if comp.type == "VAE" else comp.type)
+    _check_light(cfg, flat)
     main_lens = tuple(names["lens"])
     subhalos = None
     if cfg.substructure is not None:
@@ -234,6 +290,7 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
         scene,
         label,
         subhalos,
+        cfg,
     )
 
 
@@ -260,28 +317,33 @@ def _single_params(batch: Batch, i: int) -> dict[str, list[dict[str, Any]]]:
 
 def simulate_observation(cfg: SimulateConfig, key: jax.Array) -> tuple[Observation, dict]:
     """One lens. Returns the observation and the render parameters (for plots)."""
-    batch = simulate_batch(cfg, key, 1)
-    params = _single_params(batch, 0)
+    return observation(simulate_batch(cfg, key, 1), 0)
+
+
+def observation(batch: Batch, i: int) -> tuple[Observation, dict]:
+    """Lens ``i`` of a batch as an :class:`Observation`, with its render parameters."""
+    cfg = batch.config
+    params = _single_params(batch, i)
     # The source plane is shown 4x zoomed: sources and caustics are small next to the ring.
     src_scale = batch.scene.pixel_scale / SOURCE_ZOOM
     source = render_source_plane(batch.scene, params, batch.scene.shape, src_scale)
-    extra = {"LATENT": batch.latents[0].astype(np.float32)} if batch.latents is not None else {}
+    extra = {"LATENT": batch.latents[i].astype(np.float32)} if batch.latents is not None else {}
     tables = {}
     if batch.subhalos is not None:
-        one = {k: v[0] for k, v in batch.subhalos.items()}
+        one = {k: v[i] for k, v in batch.subhalos.items()}
         tables[SUBHALOS] = subhalo_table(one, cfg.substructure)
     obs = Observation(
-        image=batch.images[0],
+        image=batch.images[i],
         pixel_scale=batch.scene.pixel_scale,
         psf=batch.psf,
-        noise_map=batch.noise_maps[0],
+        noise_map=batch.noise_maps[i],
         exptime=cfg.noise.exptime or None,
         background_rms=cfg.noise.background_rms,
         supersample=batch.scene.supersample,
-        model=batch.models[0],
+        model=batch.models[i],
         source=np.asarray(source),
         source_pixel_scale=src_scale,
-        truth={k: float(v[0]) for k, v in batch.params.items()},
+        truth={k: float(v[i]) for k, v in batch.params.items()},
         scene={
             "lens": list(batch.scene.lens),
             "source": list(batch.scene.source),
@@ -293,55 +355,104 @@ def simulate_observation(cfg: SimulateConfig, key: jax.Array) -> tuple[Observati
     return obs, params
 
 
+def drawn_config(batch: Batch, i: int, seed: int) -> SimulateConfig:
+    """The config of lens ``i`` with every distribution replaced by the value drawn.
+
+    With the same seed it renders the same image bit for bit: drawn numbers are
+    written exactly and the learned source's latent vector is recorded as ``z``.
+    """
+    cfg = batch.config
+    groups = {}
+    for group in GROUPS:
+        comps = []
+        for ci, comp in enumerate(getattr(cfg, group)):
+            prefix = f"{group}.{ci}."
+            params = {
+                k[len(prefix) :]: float(v[i]) for k, v in batch.params.items() if k.startswith(prefix)
+            }
+            if comp.type == "VAE":
+                params["z"] = [float(v) for v in batch.latents[i]]
+            comps.append(Component(comp.type, params))
+        groups[group] = tuple(comps)
+    return replace(cfg, **groups, seed=seed)
+
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts")
+
+
+def output_paths(out: str | Path, preview: bool) -> list[Path]:
+    """``out`` (FITS) and its sidecars ``.toml`` (resolved config) and ``.png`` (preview)."""
+    out = Path(out)
+    if out.suffix.lower() not in FITS_SUFFIXES:
+        raise LensgenError(
+            f"--out {out}: simulate writes a FITS file; give a name ending in .fits "
+            f"(the resolved config and the preview are written next to it as "
+            f"{out.stem}.toml and {out.stem}.png)"
+        )
+    paths = [out, out.with_suffix(".toml")]
+    return [*paths, out.with_suffix(".png")] if preview else paths
+
+
 def run_simulate(
     cfg: SimulateConfig,
     out: str | Path,
-    seed: int,
+    seed: int | None = None,
     n: int | None = None,
     overwrite: bool = False,
     preview: bool = True,
 ) -> Path:
-    """Simulate and write ``out`` (FITS) plus ``out``'s ``.png`` preview and ``.toml`` config.
+    """Simulate and write ``out`` (FITS) plus its ``.toml`` resolved config and ``.png`` preview.
 
-    With ``n`` set, writes a cube of ``n`` lenses and a parameter table instead.
+    With ``n`` set, writes a cube of ``n`` lenses and a parameter table instead (and
+    no preview). Every output path is checked before anything is computed, and the
+    files appear together or not at all. ``seed`` (default: the config's, else 0)
+    is recorded in the resolved config, which therefore reproduces the file.
     """
-    from lensgen.io.atomic import atomic_write_text, check_output_path
+    from lensgen.io.atomic import atomic_outputs, check_outputs
+    from lensgen.io.interrupt import check_interrupt
 
-    out = check_output_path(out, overwrite)
+    paths = output_paths(out, preview and n is None)
+    check_outputs(paths, overwrite)
+    seed = seed if seed is not None else (cfg.seed if cfg.seed is not None else 0)
     key = jax.random.key(seed)
+    batch = simulate_batch(cfg, key, 1 if n is None else n)
+    check_interrupt()  # Ctrl-C while rendering: stop before anything is written
+    header = f"# lensgen {__version__}: the resolved settings of this run; "
     if n is not None:
-        batch = simulate_batch(cfg, key, n)
         from lensgen.io.fits import write_batch
 
-        write_batch(
-            out,
-            batch.images,
-            batch.models,
-            batch.psf,
-            # Subhalo truths as (n, K) vector columns ("subhalos.mass", ...), zero-padded.
-            {**batch.params, **{f"subhalos.{k}": v for k, v in (batch.subhalos or {}).items()}},
-            batch.latents,
-            pixel_scale=batch.scene.pixel_scale,
-            seed=seed,
-            cards={
-                "EXPTIME": cfg.noise.exptime,
-                "BKGRMS": cfg.noise.background_rms,
-                "SUPERSMP": batch.scene.supersample,
-                "SRCMODEL": batch.source_label,
-            },
-            overwrite=overwrite,
+        text = header + f"rerun with --n {n} to remake it\n" + dumps_config(
+            replace(batch.config, seed=seed)
         )
-    else:
-        obs, params = simulate_observation(cfg, key)
-        obs = replace(obs, seed=seed)
-        write_observation(out, obs, overwrite=overwrite)
+        with atomic_outputs(paths, overwrite) as (fits_tmp, toml_tmp):
+            write_batch(
+                fits_tmp,
+                batch.images,
+                batch.models,
+                batch.psf,
+                # Subhalo truths as (n, K) vector columns ("subhalos.mass", ...), zero-padded.
+                {**batch.params, **{f"subhalos.{k}": v for k, v in (batch.subhalos or {}).items()}},
+                batch.latents,
+                pixel_scale=batch.scene.pixel_scale,
+                seed=seed,
+                cards={
+                    "EXPTIME": cfg.noise.exptime,
+                    "BKGRMS": cfg.noise.background_rms,
+                    "SUPERSMP": batch.scene.supersample,
+                    "SRCMODEL": batch.source_label,
+                },
+                overwrite=True,
+            )
+            toml_tmp.write_text(text, encoding="utf-8")
+        return paths[0]
+    obs, params = observation(batch, 0)
+    obs = replace(obs, seed=seed)
+    text = header + "every drawn value is recorded\n" + dumps_config(drawn_config(batch, 0, seed))
+    with atomic_outputs(paths, overwrite) as tmps:
+        write_observation(tmps[0], obs, overwrite=True)
+        tmps[1].write_text(text, encoding="utf-8")
         if preview:
             from lensgen.plots import simulation_preview
 
-            simulation_preview(obs, params, out.with_suffix(".png"))
-    atomic_write_text(
-        out.with_suffix(".toml"),
-        f"# lensgen {__version__} simulate --seed {seed}\n" + dumps_config(cfg),
-        overwrite=True,
-    )
-    return out
+            simulation_preview(obs, params, tmps[2])
+    return paths[0]

@@ -45,7 +45,8 @@ from lensgen import __version__
 from lensgen.config import dumps_toml, from_dict, load_toml, to_dict, with_overrides
 from lensgen.data.dataset import read_dataset
 from lensgen.errors import ConfigError, LensgenError
-from lensgen.io.atomic import atomic_write_text
+from lensgen.io.atomic import atomic_write_text, check_output_dir
+from lensgen.io.interrupt import check_interrupt, deferred_interrupt
 from lensgen.io.modeldir import load_tree, save_tree
 from lensgen.source import vae
 from lensgen.source.vae import Architecture
@@ -81,6 +82,10 @@ class ModelSection:
             )
 
 
+SEED_MAX = 2**32 - 1
+"""Seeds are JAX PRNG seeds: integers in [0, 2**32 - 1] (as ``--seed``)."""
+
+
 @dataclass(frozen=True)
 class TrainSection:
     """[train]: optimisation settings (lr in Adam units, steps counted in batches)."""
@@ -100,12 +105,18 @@ class TrainSection:
         for name in ("epochs", "batch_size", "steps_per_call"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be in [0, {SEED_MAX}], got {self.seed}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.warmup_steps < 0 or self.kl_warmup_steps < 0:
             raise ValueError("warmup_steps and kl_warmup_steps must be ≥ 0")
-        if not (0 < self.final_lr_factor <= 1) or self.clip_norm <= 0 or self.beta < 0:
-            raise ValueError("need 0 < final_lr_factor ≤ 1, clip_norm > 0, beta ≥ 0")
+        if not 0 < self.final_lr_factor <= 1:
+            raise ValueError(f"final_lr_factor must be in (0, 1], got {self.final_lr_factor}")
+        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
+            raise ValueError(f"clip_norm must be a positive number, got {self.clip_norm}")
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be a number ≥ 0, got {self.beta}")
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,10 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
     path = Path(cfg.data.path)
     ds = read_dataset(path)
     tr, va = ds.split_indices("train"), ds.split_indices("val")
+    if len(ds) == 0:
+        raise LensgenError(f"{path}: the dataset holds no stamps")
+    if len(tr) == 0:
+        raise LensgenError(f"{path}: no training stamps (catalog split == 'train')")
     if len(tr) < cfg.train.batch_size:
         raise LensgenError(
             f"{path}: {len(tr)} training stamps < train.batch_size = {cfg.train.batch_size}"
@@ -325,14 +340,36 @@ _RUN_FILES = ("checkpoint.npz", "model.json", "weights.npz", "metrics.jsonl", "c
 _FLOW_FILES = ("flow.json", "flow.npz", "flow_report.json")
 
 
-def _prepare_workdir(workdir: Path, resume: bool, overwrite: bool) -> None:
+def check_workdir(workdir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an unusable run directory before any work: no side effects.
+
+    The folder may not exist yet (it and missing parents are created), but neither
+    it nor its nearest existing parent may be a file. Without ``resume`` or
+    ``overwrite`` it must not hold a run; with ``resume`` it must hold a checkpoint.
+    """
+    workdir = Path(workdir)
+    if workdir.exists() or workdir.parent.is_dir():
+        check_output_dir(workdir)
+    else:
+        parent = next((p for p in workdir.parents if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise LensgenError(f"cannot create folder {workdir}: {parent} is a file")
+    figures = workdir / "figures"
+    if figures.exists() and not figures.is_dir():
+        raise LensgenError(f"{figures} is a file; train-vae writes its figures into that folder")
     if resume:
         if not (workdir / "checkpoint.npz").is_file():
             raise LensgenError(f"--resume: no checkpoint.npz in {workdir}")
-        return
-    if workdir.exists() and any((workdir / f).exists() for f in _RUN_FILES) and not overwrite:
+    elif any((workdir / f).exists() for f in _RUN_FILES) and not overwrite:
         raise LensgenError(f"{workdir} already holds a training run; pass --resume or --overwrite")
-    workdir.mkdir(parents=True, exist_ok=True)
+
+
+def _prepare_workdir(workdir: Path) -> None:
+    """Create a new run's folder; drop the flow and figures of a run it replaces."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LensgenError(f"cannot create folder {workdir}: {exc.strerror or exc}") from None
     for name in _FLOW_FILES:  # a flow fitted to an older VAE would be meaningless
         (workdir / name).unlink(missing_ok=True)
     shutil.rmtree(workdir / "figures", ignore_errors=True)
@@ -367,13 +404,21 @@ def train(
     A checkpoint (``checkpoint.npz``: params, optimizer state, step, key data,
     history) and the model (``weights.npz`` + ``model.json``) are rewritten
     atomically after every epoch (and once before the first), so Ctrl-C or a
-    non-finite loss leaves the last good epoch on disk. ``resume=True`` continues
-    from it exactly. ``progress(done, total, status)`` is called after every jitted
-    chunk of steps, ``on_epoch(metrics)`` after each epoch's checkpoint.
+    non-finite loss leaves the last good epoch on disk. Ctrl-C takes effect
+    between jitted chunks (:mod:`lensgen.io.interrupt`), never between the
+    files of one epoch. ``resume=True`` continues from it exactly.
+    ``progress(done, total, status)`` is called after every jitted chunk of steps,
+    ``on_epoch(metrics)`` after each epoch's checkpoint.
     """
     workdir = Path(workdir)
-    data = prepare_data(cfg)  # first, so a bad dataset leaves the output untouched
-    _prepare_workdir(workdir, resume, overwrite)
+    check_workdir(workdir, resume, overwrite)
+    data = prepare_data(cfg)  # before any file is written: a bad dataset changes nothing
+    with deferred_interrupt():
+        check_interrupt()
+        return _train(cfg, workdir, data, resume, progress, on_epoch, figures)
+
+
+def _train(cfg, workdir, data, resume, progress, on_epoch, figures) -> TrainResult:
     t = cfg.train
     arch = Architecture(data.x_train.shape[1:], cfg.model.latent_dim, cfg.model.channels,
                         cfg.model.dense, cfg.model.activation)  # fmt: skip
@@ -382,11 +427,12 @@ def train(
     log_fs = jnp.float32(math.log(data.flux_scale))
     key = jax.random.key(t.seed)
     k_init, k_perm, k_step, k_val = jax.random.split(key, 4)
-    params = vae.init_params(k_init, arch)
-    state = TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32))
     history: list[dict[str, float]] = []
     if resume:
-        like = {"params": params, "opt_state": state.opt_state, "step": state.step,
+        # Shapes only (no initialisation to compile): the checkpoint fills them.
+        shapes = vae.param_shapes(arch)
+        like = {"params": shapes, "opt_state": jax.eval_shape(optimizer.init, shapes),
+                "step": jax.ShapeDtypeStruct((), jnp.int32),
                 "key_data": jax.random.key_data(key)}  # fmt: skip
         tree, header = load_tree(workdir / "checkpoint.npz", like)
         if not np.array_equal(tree["key_data"], np.asarray(jax.random.key_data(key))):
@@ -394,6 +440,10 @@ def train(
         state = TrainState(tree["params"], tree["opt_state"], jnp.asarray(tree["step"]))
         history, start = list(header["history"]), int(header["epoch"])
     else:
+        params = vae.init_params(k_init, arch)
+        state = TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32))
+        check_interrupt()  # the last moment at which the run directory is untouched
+        _prepare_workdir(workdir)
         atomic_write_text(workdir / "config.toml", dumps_toml(to_dict(cfg)), overwrite=True)
         _save(workdir, cfg, arch, data, state, key, 0, history)
         start = 0
@@ -407,6 +457,7 @@ def train(
             idx = perm[: steps_per_epoch * t.batch_size].reshape(steps_per_epoch, t.batch_size)
             sums = np.zeros(4)
             for c in range(0, steps_per_epoch, t.steps_per_call):
+                check_interrupt()
                 chunk = jnp.asarray(idx[c : c + t.steps_per_call])
                 new, out = run(state, k_step, X, S, psf, log_fs, chunk)
                 out = np.asarray(jnp.stack(out, axis=1), np.float64)
@@ -437,6 +488,7 @@ def train(
             _save(workdir, cfg, arch, data, state, key, epoch, history)
             if on_epoch is not None:
                 on_epoch(history[-1])
+        check_interrupt()
     except KeyboardInterrupt:
         raise KeyboardInterrupt(
             f"training interrupted; {workdir} holds the checkpoint of the last finished epoch "
