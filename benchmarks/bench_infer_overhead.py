@@ -28,8 +28,8 @@ from numpyro.infer import MCMC, NUTS, init_to_value
 
 from lensgen.infer.run import InferConfig, build_problem, find_map, run_nuts
 from lensgen.lensing.render import Scene, make_renderer
-from lensgen.lensing.scene_config import PARAMETRIC_SOURCE, Component, SimulateConfig
-from lensgen.lensing.simulate import simulate_observation
+from lensgen.simulate.batch import simulate_observation
+from lensgen.simulate.scene import PARAMETRIC_SOURCE, Component, SimulateConfig
 
 
 def simulate(npix: int):

@@ -27,8 +27,8 @@ from scipy import stats
 
 from lensgen.infer.priors import parse_priors
 from lensgen.infer.run import InferConfig, build_problem, run_inference, with_data
-from lensgen.lensing.scene_config import Component, SimulateConfig
-from lensgen.lensing.simulate import simulate_observation
+from lensgen.simulate.batch import simulate_observation
+from lensgen.simulate.scene import Component, SimulateConfig
 
 LENS_PRIORS = {
     "lens.0.theta_E": "Uniform(0.8, 1.6)",

@@ -28,15 +28,15 @@ jax.config.update("jax_enable_x64", True)
 from lensgen.errors import LensgenError  # noqa: E402
 from lensgen.infer.problem import InferConfig, with_data  # noqa: E402
 from lensgen.infer.substructure import SubhaloConfig, build_subhalo_problems, fit_subhalos  # noqa: E402
-from lensgen.lensing.scene_config import (  # noqa: E402
+from lensgen.lensing.substructure import SubhaloPopulation  # noqa: E402
+from lensgen.simulate.batch import simulate_observation  # noqa: E402
+from lensgen.simulate.scene import (  # noqa: E402
     PARAMETRIC_SOURCE,
     Component,
     InstrumentConfig,
     NoiseConfig,
     SimulateConfig,
 )
-from lensgen.lensing.simulate import simulate_observation  # noqa: E402
-from lensgen.lensing.substructure import SubhaloPopulation  # noqa: E402
 
 THETA_E = 1.45
 

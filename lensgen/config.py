@@ -14,7 +14,6 @@ Each stage defines its own frozen dataclass next to its workflow (for example
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib  # Python >= 3.11; tomli is its backport for older interpreters
 import types
 import typing
@@ -22,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lensgen.errors import ConfigError
+from lensgen.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -46,9 +45,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _suggest(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(valid)})"
+def suggest(name: str, valid: list[str]) -> str:
+    """The closest valid key as a hint, else the list of valid keys."""
+    return did_you_mean(name, valid) or f" (valid keys: {', '.join(valid)})"
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -134,7 +133,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(key, sorted(fields))}")
+            raise ConfigError(f"{where}: unknown key '{key}'{suggest(key, sorted(fields))}")
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     try:
         obj = cls(**kwargs)
@@ -172,7 +171,7 @@ def _replace_path(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
     names = [f.name for f in dataclasses.fields(obj)]
     head = parts[0]
     if head not in names:
-        raise ConfigError(f"override '{dotted}': unknown key '{head}'{_suggest(head, names)}")
+        raise ConfigError(f"override '{dotted}': unknown key '{head}'{suggest(head, names)}")
     if len(parts) == 1:
         hints = typing.get_type_hints(type(obj))
         new = _coerce(value, hints[head], dotted)

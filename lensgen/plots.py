@@ -52,7 +52,7 @@ def _panel(
 
 def simulation_preview(obs: Any, params: dict, path: str | Path) -> Path:
     """Observation, noiseless model, source with caustics, image with critical curves."""
-    from lensgen.lensing.raytrace import critical_curves_and_caustics
+    from lensgen.lensing.caustics import critical_curves_and_caustics
 
     ext = extent(obs.shape, obs.pixel_scale)
     lens_model = tuple(obs.scene["lens"])

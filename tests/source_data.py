@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import fftconvolve
 
-from lensgen.data.dataset import StampDataset, make_catalog, write_dataset
+from lensgen.io.dataset import StampDataset, make_catalog, write_dataset
 
 
 def blob_dataset(path, n: int = 300, size: int = 16, seed: int = 0, psf: bool = True,

@@ -34,9 +34,9 @@ from typer.testing import CliRunner
 import lensgen.source.train as train_mod
 from lensgen.cli.app import app
 from lensgen.data import great3
-from lensgen.data.dataset import StampDataset, make_catalog, read_dataset, write_dataset
 from lensgen.data.great3 import parse_branch
 from lensgen.data.synthetic import make_branch_tarball
+from lensgen.io.dataset import StampDataset, make_catalog, read_dataset, write_dataset
 from lensgen.io.modeldir import save_tree, write_json
 from lensgen.source import flow as flowlib
 from lensgen.source import vae

@@ -12,7 +12,7 @@ from lensgen.config import (
     to_dict,
     with_overrides,
 )
-from lensgen.lensing.scene_config import load_simulate_config
+from lensgen.simulate.scene import load_simulate_config
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from lensgen.data.build import Great3Config, build_great3_dataset
-from lensgen.data.dataset import read_dataset
 from lensgen.data.great3 import Manifest, SourceStream, parse_branch, resolve_tarball
 from lensgen.data.synthetic import make_branch_tarball
 from lensgen.errors import LensgenError
+from lensgen.io.dataset import read_dataset
 
 BRANCH = "control-ground-constant"
 

@@ -81,6 +81,23 @@ def test_infer_missing_exptime_names_the_keyword(sersic_obs, tmp_path):
     assert "EXPTIME" in result.output and "--exptime" in result.output
 
 
+def test_demo_toy_runs_every_stage(tmp_path):
+    """Toy-size `lensgen demo` (the default suite's version of the slow seed case below):
+    simulate, MAP, NUTS, SVI, report and every output file, on 16×16 pixels."""
+    out = tmp_path / "demo"
+    args = ["demo", "--out", out, "--npix", 16, "--num-warmup", 20, "--num-samples", 20]
+    args += ["--num-chains", 1, "--target-ess", 0, "--svi-steps", 40, "--map-steps", 60]
+    args += ["--map-restarts", 1, "--seed", 0]
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "truth vs posterior" in result.output and "lens.0.theta_E" in result.output
+    assert (out / "obs.fits").is_file()
+    for name in ("theta_E.png", "bestfit.png", "corner_nuts.png", "summary_nuts.csv",
+                 "posterior_svi.nc", "config.toml"):  # fmt: skip
+        assert (out / "posterior" / name).stat().st_size > 0, name
+
+
+@pytest.mark.slow
 def test_demo_seed_case_with_the_learned_source(tmp_path):
     """The seed case through `lensgen demo` with the embedded learned source (40×40 px).
 

@@ -114,11 +114,17 @@ FAST = InferConfig(
 
 
 @pytest.fixture(scope="module")
-def seed_case():
-    """MAP, then NUTS and SVI from it: the steps of ``run_inference`` with the MAP kept."""
+def map_case():
+    """The MAP stage of ``run_inference`` on the stand-in seed case."""
     obs = blob_observation()
     problem = build_problem(FAST, obs, BlobSource())
-    start = find_map(jax.random.PRNGKey(3), problem, FAST)
+    return obs, problem, find_map(jax.random.PRNGKey(3), problem, FAST)
+
+
+@pytest.fixture(scope="module")
+def seed_case(map_case):
+    """NUTS and SVI started from the MAP (slow; the toy versions are in test_infer_stages)."""
+    obs, problem, start = map_case
     results = [
         run_nuts(jax.random.PRNGKey(4), problem, FAST, start),
         run_svi(jax.random.PRNGKey(5), problem, FAST, start),
@@ -126,8 +132,8 @@ def seed_case():
     return obs, problem, start, results
 
 
-def test_map_recovers_the_injected_lens(seed_case):
-    obs, problem, res, _ = seed_case
+def test_map_recovers_the_injected_lens(map_case):
+    obs, problem, res = map_case
     assert res.point["lens.0.theta_E"] == pytest.approx(2.3, rel=3e-3)
     from lensgen.infer.run import render_values
 
@@ -148,11 +154,11 @@ def test_map_recovers_the_injected_lens(seed_case):
     assert res.mode.grad @ res.mode.cov @ res.mode.grad < 1e-3
 
 
-def test_a_map_that_cannot_fit_the_data_warns(seed_case):
+def test_a_map_that_cannot_fit_the_data_warns(map_case):
     """A feature the model lacks (a bright blob off the ring) → χ²/N ≫ 1 → a warning."""
     from lensgen.infer.run import with_data
 
-    obs, problem, _, _ = seed_case
+    obs, problem, _ = map_case
     ny, nx = obs.image.shape
     yy, xx = np.mgrid[:ny, :nx]
     blob = 5.0 * np.exp(-0.5 * ((xx - 4) ** 2 + (yy - 5) ** 2) / 1.5**2)
@@ -162,6 +168,7 @@ def test_a_map_that_cannot_fit_the_data_warns(seed_case):
     assert res.chi2 > 1.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["nuts", "svi"])
 def test_seed_case_theta_e_recovered(seed_case, method):
     obs, _, _, results = seed_case
@@ -189,7 +196,7 @@ def test_seed_case_theta_e_recovered(seed_case, method):
 
 def test_flow_latent_is_sampled_in_u_space():
     obs = blob_observation(source_model=BlobSource(has_flow=True))
-    cfg = dataclasses.replace(FAST, method="map")
+    cfg = dataclasses.replace(FAST, method="map", map_restarts=1, map_steps=300)
     problem = build_problem(cfg, obs, BlobSource(has_flow=True))
     assert problem.spec.latent == "flow"
     res = run_inference(jax.random.PRNGKey(0), problem, cfg)[0]
@@ -280,7 +287,9 @@ def test_poisson_likelihood_variance_follows_the_model():
 def test_run_infer_writes_outputs(tmp_path):
     obs = blob_observation()
     path = write_observation(tmp_path / "obs.fits", obs)
-    cfg = dataclasses.replace(FAST, method="svi", svi_steps=200, svi_samples=200)
+    cfg = dataclasses.replace(
+        FAST, method="svi", svi_steps=200, svi_samples=200, map_restarts=1, map_steps=300
+    )
     run_infer(cfg, path, tmp_path / "out", seed=0, source_model=BlobSource())
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [

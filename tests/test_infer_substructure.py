@@ -8,6 +8,7 @@ problems serves both observations (``with_data``).
 import dataclasses
 import json
 import math
+import warnings
 
 import jax
 import numpy as np
@@ -26,15 +27,15 @@ from lensgen.infer.substructure import (
     subhalo_population,
 )
 from lensgen.io.fits import read_observation, write_observation
-from lensgen.lensing.scene_config import (
+from lensgen.lensing.substructure import SubhaloPopulation, tnfw_from_mass
+from lensgen.simulate.batch import simulate_observation
+from lensgen.simulate.scene import (
     PARAMETRIC_SOURCE,
     Component,
     InstrumentConfig,
     NoiseConfig,
     SimulateConfig,
 )
-from lensgen.lensing.simulate import simulate_observation
-from lensgen.lensing.substructure import SubhaloPopulation, tnfw_from_mass
 
 LOG10_M, SUB_X, SUB_Y = 9.5, 1.2, 0.8
 INFER = InferConfig(method="map", map_steps=600, map_restarts=4)
@@ -98,6 +99,23 @@ def test_model_drops_file_subhalos_and_renders_the_simulation_exactly():
     np.testing.assert_allclose(np.asarray(model1), obs.model, rtol=1e-10, atol=1e-12)
 
 
+def test_toy_subhalo_fit_runs_every_stage(tmp_path):
+    """Toy-size version of the slow detection tests below: every stage of the subhalo
+    fit (smooth MAP, scan, polish, Laplace evidence, outputs) with few steps."""
+    infer = InferConfig(method="map", map_steps=60, map_restarts=1)
+    sub = SubhaloConfig(n_starts=2, n_polish=1, steps=30, n_draws=200)
+    obs = simulate(1, 10**LOG10_M)
+    smooth, subhalo = build_subhalo_problems(infer, sub, obs)
+    with warnings.catch_warnings():  # a 60-step toy MAP is warned about its χ²/N
+        warnings.simplefilter("ignore", UserWarning)
+        fit = fit_subhalos(jax.random.PRNGKey(0), smooth, subhalo, infer, sub)
+    assert math.isfinite(fit.delta_log_evidence) and math.isfinite(fit.delta_log_likelihood)
+    assert fit.posterior.samples["subhalo.0.log10_m"].size == 200
+    paths = write_subhalo_results(tmp_path, fit, obs, overwrite=False)
+    assert all(p.stat().st_size > 0 for p in paths.values())
+
+
+@pytest.mark.slow
 def test_injected_subhalo_is_detected_and_located(fits_pair):
     _, fit, _, _ = fits_pair
     assert fit.detected and fit.delta_log_evidence > SUB.threshold + 20
@@ -114,6 +132,7 @@ def test_injected_subhalo_is_detected_and_located(fits_pair):
     assert np.nanmean(resid**2) == pytest.approx(1.0, abs=0.08)
 
 
+@pytest.mark.slow
 def test_no_subhalo_is_not_claimed(fits_pair):
     _, _, _, null_fit = fits_pair
     assert not null_fit.detected
@@ -121,6 +140,7 @@ def test_no_subhalo_is_not_claimed(fits_pair):
     assert 0.0 <= null_fit.delta_log_likelihood < 6.0  # nested model: fits noise only
 
 
+@pytest.mark.slow
 def test_outputs_summary_and_plot(fits_pair, tmp_path):
     obs, fit, _, _ = fits_pair
     paths = write_subhalo_results(tmp_path, fit, obs, overwrite=False)

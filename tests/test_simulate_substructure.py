@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from lensgen.cli.app import app
 from lensgen.io.fits import read_observation
 from lensgen.lensing.render import Scene, make_renderer
-from lensgen.lensing.scene_config import load_simulate_config
+from lensgen.simulate.scene import load_simulate_config
 
 runner = CliRunner()
 SMALL = ["--npix", "40", "--pixel-scale", "0.15", "--supersample", "1", "--source", "sersic"]

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from lensgen.cli.app import app
 from lensgen.data import stamps as st
-from lensgen.data.dataset import read_dataset
 from lensgen.data.great3 import parse_branch
 from lensgen.data.synthetic import apply_shear, draw_galaxies, make_branch_tarball
+from lensgen.io.dataset import read_dataset
 
 
 def test_branch_tarball_has_great3_layout(tmp_path):

@@ -23,7 +23,7 @@ from rich.progress import (
 from lensgen.errors import LensgenError
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # long paths stay on one line
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -67,7 +67,7 @@ def download_great3(
 ) -> None:
     """Build the galaxy training set from GREAT3 postage stamps (streamed, resumable)."""
     from lensgen.data.build import Great3Config, build_great3_dataset, summary_lines
-    from lensgen.data.dataset import read_dataset
+    from lensgen.io.dataset import read_dataset
 
     if summary is not None:
         for line in summary_lines(read_dataset(summary)):

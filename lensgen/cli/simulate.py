@@ -90,11 +90,16 @@ def simulate(
     ),
 ) -> None:
     """Render a lensed observation (FITS + PNG preview): ray-shooting, source, PSF, noise."""
-    from lensgen.lensing.scene_config import PARAMETRIC_SOURCE, load_simulate_config
-    from lensgen.lensing.simulate import run_simulate
+    from lensgen.simulate.batch import run_simulate
+    from lensgen.simulate.scene import (
+        PARAMETRIC_SOURCE,
+        apply_flags,
+        apply_subhalo_flags,
+        load_simulate_config,
+    )
 
     cfg = load_simulate_config(config)
-    cfg = apply_flags(cfg, rein=rein, lens=lens, source=source, model_dir=model_dir)
+    cfg = apply_flags(cfg, rein=rein, lens=None if lens is None else lens.value, model_dir=model_dir)
     cfg = apply_subhalo_flags(cfg, n_subhalos, subhalo_mass, subhalo_x, subhalo_y)
     ins = {
         k: v
@@ -125,55 +130,3 @@ def simulate(
     )
     what = f"{n} lenses" if n else "observation"
     console.print(f"wrote {what} to [bold]{path}[/]")
-
-
-def apply_flags(cfg, rein, lens, source, model_dir):
-    """Everyday flags override the main lens (component 0) and the source model path."""
-    from lensgen.lensing.scene_config import Component
-
-    main = cfg.lens[0]
-    params = dict(main.params)
-    kind = main.type
-    if lens is not None and lens.value.upper() != kind:
-        from lensgen.lensing.mass import MASS_PROFILES
-
-        kind = lens.value.upper()
-        profile = MASS_PROFILES[kind]
-        # Keep what the new profile understands; fill the rest from its defaults.
-        params = {k: v for k, v in params.items() if k in profile.params}
-        for name in profile.params:
-            params.setdefault(name, profile.defaults.get(name, 2.0 if name == "gamma" else 0.0))
-    if rein is not None:
-        params["theta_E"] = rein
-    cfg = dataclasses.replace(cfg, lens=(Component(kind, params), *cfg.lens[1:]))
-    if model_dir is not None:
-        cfg = dataclasses.replace(
-            cfg, source_model=dataclasses.replace(cfg.source_model, path=str(model_dir))
-        )
-    return cfg
-
-
-def apply_subhalo_flags(cfg, n_subhalos, mass, x, y):
-    """``--n-subhalos`` sets a fixed count; ``--subhalo-mass/-x/-y`` inject one subhalo.
-
-    Without a ``[substructure]`` section these start from its defaults, with no random
-    subhalos unless ``--n-subhalos`` asks for them.
-    """
-    from lensgen.errors import LensgenError
-    from lensgen.lensing.substructure import SubhaloPopulation
-
-    if mass is None and (x is not None or y is not None):
-        raise LensgenError("--subhalo-x/--subhalo-y need --subhalo-mass (M☉)")
-    if mass is not None and (x is None or y is None):
-        raise LensgenError("--subhalo-mass needs both --subhalo-x and --subhalo-y (arcsec)")
-    if n_subhalos is None and mass is None:
-        return cfg
-    pop = cfg.substructure or SubhaloPopulation(n_subhalos=0)
-    changes = {}
-    if n_subhalos is not None:
-        changes["n_subhalos"] = n_subhalos
-    if mass is not None:
-        changes["inject_mass"] = (*pop.inject_mass, mass)
-        changes["inject_x"] = (*pop.inject_x, x)
-        changes["inject_y"] = (*pop.inject_y, y)
-    return dataclasses.replace(cfg, substructure=dataclasses.replace(pop, **changes))

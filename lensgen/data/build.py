@@ -4,7 +4,7 @@
 streams it through the safe extractor, cuts and measures the stamps of each
 subfield as soon as its files are in, and stops reading once ``n_stamps`` stamps
 pass the S/N cut or ``max_images`` images were read. The result is one dataset
-file (:mod:`lensgen.data.dataset`) whose header also records the counts needed to
+file (:mod:`lensgen.io.dataset`) whose header also records the counts needed to
 print the summary again (:func:`summary_lines`).
 """
 
@@ -19,7 +19,6 @@ import numpy as np
 from astropy.io import fits
 
 from lensgen.data import stamps as st
-from lensgen.data.dataset import StampDataset, make_catalog, write_dataset
 from lensgen.data.great3 import (
     DEFAULT_BASE_URL,
     Manifest,
@@ -32,6 +31,7 @@ from lensgen.data.great3 import (
 from lensgen.data.tarstream import CorruptArchiveError, iter_subfields
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import check_outputs
+from lensgen.io.dataset import StampDataset, make_catalog, write_dataset
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt, interruptible
 
 

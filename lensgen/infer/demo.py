@@ -79,8 +79,8 @@ def simulate_seed_case(cfg: DemoConfig, seed: int):
     """The seed case observation: SIS θ_E = ``rein``, learned source, default noise."""
     import jax
 
-    from lensgen.lensing.scene_config import Component, SimulateConfig, SourceModelConfig
-    from lensgen.lensing.simulate import simulate_observation
+    from lensgen.simulate.batch import simulate_observation
+    from lensgen.simulate.scene import Component, SimulateConfig, SourceModelConfig
 
     sim = SimulateConfig()
     lens = (Component("SIS", {"theta_E": cfg.rein, "center_x": 0.0, "center_y": 0.0}),)

@@ -31,7 +31,7 @@ from lensgen.infer.problem import (
     InferConfig,
     InferenceResult,
     Problem,
-    _keys,
+    raw_key,
     reduced_chi2,
     render_values,
 )
@@ -201,7 +201,7 @@ def find_map(key, problem: Problem, config: InferConfig) -> MapResult:
     polished potential wins. See the module docstring for how the starts are chosen.
     """
     t0 = time.perf_counter()
-    k_init, k_starts = jax.random.split(_keys(key))
+    k_init, k_starts = jax.random.split(raw_key(key))
     n = config.map_restarts
     # Stage 1 screens SCREEN× as many starts for a third of the steps; the best n
     # go on to the full schedule (most starts fail in the first hundred steps).

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lensgen.config import _suggest, load_toml
+from lensgen.config import load_toml, suggest
 from lensgen.errors import ConfigError
 
 #: distribution name -> argument names, in positional order.
@@ -105,7 +105,7 @@ def _check(dist: str, args: tuple[float, ...], where: str) -> Prior:
 def _dist_name(name: str, where: str) -> str:
     if name not in DISTRIBUTIONS:
         raise ConfigError(
-            f"{where}: unknown distribution '{name}'{_suggest(name, list(DISTRIBUTIONS))}"
+            f"{where}: unknown distribution '{name}'{suggest(name, list(DISTRIBUTIONS))}"
         )
     return name
 
@@ -147,7 +147,7 @@ def parse_prior(value: Any, where: str) -> Prior:
         for k in value:
             if k != "dist" and k not in names:
                 raise ConfigError(
-                    f"{where}: unknown argument '{k}' for {name}{_suggest(k, list(names))}"
+                    f"{where}: unknown argument '{k}' for {name}{suggest(k, list(names))}"
                 )
         missing = [n for n in names if n not in value]
         if missing:
@@ -330,7 +330,7 @@ def resolve_priors(
     names = list(names)
     for key in overrides:
         if key not in names:
-            raise ConfigError(f"{where}: unknown parameter '{key}'{_suggest(key, names)}")
+            raise ConfigError(f"{where}: unknown parameter '{key}'{suggest(key, names)}")
     priors = {n: overrides.get(n) or default_prior(n) for n in names}
     for name, prior in priors.items():
         check_domain(name, prior, where)

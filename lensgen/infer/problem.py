@@ -362,7 +362,7 @@ def reduced_chi2(problem: Problem, model) -> float:
     return float(np.nansum(resid**2) / max(int(np.isfinite(resid).sum()), 1))
 
 
-def _keys(key) -> jnp.ndarray:
+def raw_key(key) -> jnp.ndarray:
     """NumPyro wants raw uint32 keys; accept new-style typed keys too."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(key)

@@ -137,7 +137,7 @@ def print_summary(table, method: str, truth: dict[str, float], console) -> None:
         console.print(f"[bold yellow]warning:[/] {n_div} divergent transition(s) in {method}")
 
 
-def _save_fig(fig, path: Path, overwrite: bool) -> Path:
+def save_report_figure(fig, path: Path, overwrite: bool) -> Path:
     from lensgen.plots import savefig
 
     return savefig(fig, path, dpi=90, overwrite=overwrite, tight=False)
@@ -181,7 +181,7 @@ def corner_plot(
                 ax.set_ylabel(yi, fontsize=7)
             ax.tick_params(labelsize=6)
     fig.suptitle(f"{result.method} posterior")
-    return _save_fig(fig, path, overwrite)
+    return save_report_figure(fig, path, overwrite)
 
 
 def theta_e_plot(
@@ -219,7 +219,7 @@ def theta_e_plot(
     ax.set_ylabel(r"$p(\theta_E\,|\,\mathrm{obs})$")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save_fig(fig, path, overwrite)
+    return save_report_figure(fig, path, overwrite)
 
 
 def posterior_point(result: InferenceResult) -> dict[str, np.ndarray]:
@@ -273,15 +273,15 @@ def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, ove
         ax.set_xlabel("x [arcsec]")
     fig.suptitle(f"best fit ({result.method}, posterior median)")
     fig.tight_layout()
-    return _save_fig(fig, path, overwrite)
+    return save_report_figure(fig, path, overwrite)
 
 
 def _critical_curves(problem: Problem, params, obs) -> list[tuple[Any, Any]]:
     """Critical curves and caustics from raytrace (pairs of (x, y) polylines)."""
-    from lensgen.lensing import raytrace
+    from lensgen.lensing.caustics import critical_curves_and_caustics
 
     lens = [{k: float(v) for k, v in comp.items()} for comp in params["lens"]]
-    crit, caus = raytrace.critical_curves_and_caustics(
+    crit, caus = critical_curves_and_caustics(
         problem.scene.lens, lens, obs.image.shape, obs.pixel_scale, supersample=2
     )
     return list(zip(crit, caus, strict=False))
@@ -340,4 +340,4 @@ def _elbo_plot(elbo: np.ndarray, path: Path, overwrite: bool) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("ELBO")
     fig.tight_layout()
-    return _save_fig(fig, path, overwrite)
+    return save_report_figure(fig, path, overwrite)

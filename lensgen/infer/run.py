@@ -26,10 +26,10 @@ from lensgen.infer.problem import (
     InferConfig,
     InferenceResult,
     Problem,
-    _keys,
     build_problem,
     load_mask,
     prior_table,
+    raw_key,
     render_values,
     with_data,
 )
@@ -69,7 +69,7 @@ def run_inference(
     ``compile``, ``map`` (the MAP fit it started from, compilation included) and the
     method's own stages (``warmup`` and ``sampling`` for NUTS, ``optimisation`` for SVI).
     """
-    k_map, k_nuts, k_svi = jax.random.split(_keys(key), 3)
+    k_map, k_nuts, k_svi = jax.random.split(raw_key(key), 3)
     compile0 = problem.programs.compile_seconds
     if progress is not None:
         progress("MAP fit", 0, 1, f"{config.map_restarts} restarts")

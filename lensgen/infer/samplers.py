@@ -32,7 +32,7 @@ from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_value
 from numpyro.infer.hmc import hmc
 
 from lensgen.infer.mapfit import MapResult, model_functions
-from lensgen.infer.problem import InferConfig, InferenceResult, Problem, _keys
+from lensgen.infer.problem import InferConfig, InferenceResult, Problem, raw_key
 
 CHUNK = 50
 """Iterations per jitted call (progress-bar and stopping-check granularity)."""
@@ -180,7 +180,7 @@ def run_nuts(
     """
     t0 = time.perf_counter()
     compile0 = problem.programs.compile_seconds
-    k_start, k_run = jax.random.split(_keys(key))
+    k_start, k_run = jax.random.split(raw_key(key))
     settings = NutsSettings.from_config(config)
     init, advance, draws = problem.programs.get(
         settings, lambda: _nuts_program(problem, settings)
@@ -397,7 +397,7 @@ def run_svi(
     """
     t0 = time.perf_counter()
     compile0 = problem.programs.compile_seconds
-    k_init, k_draw = jax.random.split(_keys(key))
+    k_init, k_draw = jax.random.split(raw_key(key))
     build = lambda: _svi_program(problem, config, start)  # noqa: E731
     if config.svi_guide == "AutoIAFNormal":
         guide, svi, advance = build()  # its initial location is baked in: not reusable

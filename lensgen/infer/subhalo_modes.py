@@ -12,7 +12,7 @@ detection statistic compares both models at their best.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +24,7 @@ from lensgen.errors import LensgenError
 from lensgen.infer.mapfit import MapResult, Mode, laplace, map_from_mode, model_functions
 from lensgen.infer.model import SUBHALO_SITES
 from lensgen.infer.problem import Problem
-
-if TYPE_CHECKING:
-    from lensgen.infer.substructure import SubhaloConfig
+from lensgen.infer.subhalo_config import SubhaloConfig
 
 
 class SubhaloMode(NamedTuple):

@@ -20,7 +20,7 @@ import numpy as np
 
 from lensgen.infer.model import SUBHALO_SITES
 from lensgen.infer.problem import InferConfig
-from lensgen.infer.report import _save_fig, to_inference_data
+from lensgen.infer.report import save_report_figure, to_inference_data
 from lensgen.infer.substructure import (
     SubhaloConfig,
     SubhaloFit,
@@ -251,7 +251,7 @@ def subhalo_plot(
     ax.legend(fontsize=8, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save_fig(fig, path, overwrite)
+    return save_report_figure(fig, path, overwrite)
 
 
 def _contours(ax, x: np.ndarray, y: np.ndarray, colour: str, label: str) -> None:

@@ -17,20 +17,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensgen.lensing.grid import pixel_grid
+from lensgen.lensing.raytrace import hessian, ray_shoot
 
 
 @partial(jax.jit, static_argnums=0)
 def _det_jacobian(model: tuple[str, ...], params, x, y):
-    from lensgen.lensing.raytrace import hessian
-
     f_xx, f_xy, f_yx, f_yy = hessian(model, params, x, y)
     return (1.0 - f_xx) * (1.0 - f_yy) - f_xy * f_yx
 
 
 @partial(jax.jit, static_argnums=0)
 def _shoot(model: tuple[str, ...], params, x, y):
-    from lensgen.lensing.raytrace import ray_shoot
-
     return ray_shoot(model, params, x, y)
 
 

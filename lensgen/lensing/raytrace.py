@@ -9,7 +9,6 @@ on concrete values at the edge (configs, CLI), never inside traced code.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from functools import wraps
 
@@ -19,13 +18,11 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-from lensgen.errors import LensgenError
-from lensgen.lensing.caustics import critical_curves_and_caustics
+from lensgen.errors import LensgenError, did_you_mean
 from lensgen.lensing.mass import MASS_PROFILES, MassProfile
 
 __all__ = [
     "convergence",
-    "critical_curves_and_caustics",
     "deflection",
     "hessian",
     "magnification",
@@ -50,18 +47,13 @@ def _jit_static_model(fn):
     return wrapper
 
 
-def _suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _profile(name: str) -> MassProfile:
     try:
         return MASS_PROFILES[name]
     except (KeyError, TypeError):
         known = ", ".join(MASS_PROFILES)
         raise LensgenError(
-            f"unknown lens model {name!r}{_suggest(str(name), MASS_PROFILES)}; known: {known}"
+            f"unknown lens model {name!r}{did_you_mean(name, MASS_PROFILES)}; known: {known}"
         ) from None
 
 
@@ -167,7 +159,7 @@ def _check_component(i: int, name: str, prof: MassProfile, p: Mapping) -> None:
         raise LensgenError(f"{where}: parameters must be a dict, got {type(p).__name__}")
     for key in p:
         if key not in prof.params:
-            raise LensgenError(f"{where}: unknown parameter {key!r}{_suggest(key, prof.params)}")
+            raise LensgenError(f"{where}: unknown parameter {key!r}{did_you_mean(key, prof.params)}")
     missing = [k for k in prof.params if k not in p and k not in prof.defaults]
     if missing:
         raise LensgenError(f"{where}: missing parameter(s) {', '.join(map(repr, missing))}")

@@ -43,9 +43,9 @@ import optax
 
 from lensgen import __version__
 from lensgen.config import dumps_toml, from_dict, load_toml, to_dict, with_overrides
-from lensgen.data.dataset import read_dataset
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import atomic_write_text, check_output_dir
+from lensgen.io.dataset import read_dataset
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt
 from lensgen.io.modeldir import load_tree, save_tree
 from lensgen.source import vae

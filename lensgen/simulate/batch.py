@@ -1,7 +1,7 @@
 """The ``lensgen simulate`` workflow: draw parameters, render, add noise, write FITS.
 
 One lens (:func:`simulate_observation`) or a vmapped batch of ``n`` lenses
-(:func:`simulate_batch`) from a :class:`~lensgen.lensing.scene_config.SimulateConfig`.
+(:func:`simulate_batch`) from a :class:`~lensgen.simulate.scene.SimulateConfig`.
 The learned source (``type = "VAE"``) is rendered as lenstronomy's ``INTERPOL``
 profile of the decoded stamp, placed by its light
 (:func:`lensgen.source.model.interpol_params`): total flux ``flux`` counts/s, light
@@ -30,19 +30,19 @@ from lensgen.lensing import instrument
 from lensgen.lensing.light import check_light_values
 from lensgen.lensing.raytrace import validate_lens
 from lensgen.lensing.render import Scene, make_renderer, render_source_plane
-from lensgen.lensing.scene_config import (
-    PARAMETRIC_SOURCE,
-    VAE_PARAMS,
-    Component,
-    SimulateConfig,
-    dumps_config,
-)
 from lensgen.lensing.substructure import (
     SUBHALO_PARAMS,
     SUBHALOS,
     check_subhalos,
     sample_subhalos,
     subhalo_table,
+)
+from lensgen.simulate.scene import (
+    PARAMETRIC_SOURCE,
+    VAE_PARAMS,
+    Component,
+    SimulateConfig,
+    dumps_config,
 )
 from lensgen.source.model import interpol_params
 

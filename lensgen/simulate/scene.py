@@ -48,7 +48,6 @@ or ``{ lognormal = [mu, sigma] }`` (of the natural log).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,12 +55,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lensgen.config import ConfigError, from_dict, load_toml, toml_value
+from lensgen.errors import LensgenError, did_you_mean
 from lensgen.lensing.substructure import SubhaloPopulation
+from lensgen.source.model import SOURCE_PARAMS
 
 DISTRIBUTIONS = ("uniform", "normal", "lognormal")
 MIN_NPIX = 8
 """The smallest image ``simulate`` renders (and ``infer`` fits), in pixels per side."""
-VAE_PARAMS = {"flux": 50.0, "center_x": 0.05, "center_y": 0.03, "size": 0.18, "phi_G": 0.0}
+VAE_PARAMS = dict(zip(SOURCE_PARAMS, (50.0, 0.05, 0.03, 0.18, 0.0), strict=True))
 """Parameters of the learned (``type = "VAE"``) source and their defaults.
 
 As in :data:`lensgen.source.model.SOURCE_PARAMS`: total flux (counts/s), light
@@ -208,12 +209,7 @@ def check_value(value: Any, where: str) -> None:
             )
         ((dist, args),) = value.items()
         if dist not in DISTRIBUTIONS:
-            close = difflib.get_close_matches(dist, DISTRIBUTIONS, n=1)
-            hint = (
-                f" (did you mean '{close[0]}'?)"
-                if close
-                else f" (choose {', '.join(DISTRIBUTIONS)})"
-            )
+            hint = did_you_mean(dist, DISTRIBUTIONS) or f" (choose {', '.join(DISTRIBUTIONS)})"
             raise ConfigError(f"{where}: unknown distribution '{dist}'{hint}")
         if not (
             isinstance(args, list)
@@ -244,12 +240,7 @@ def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
         kwargs["seed"] = seed
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = (
-                f" (did you mean '{close[0]}'?)"
-                if close
-                else f" (valid: {', '.join(sorted(known))})"
-            )
+            hint = did_you_mean(key, sorted(known)) or f" (valid: {', '.join(sorted(known))})"
             raise ConfigError(f"{where}: unknown section '{key}'{hint}")
     for group in ("lens", "source", "lens_light"):
         if group in data:
@@ -304,3 +295,63 @@ def dumps_config(cfg: SimulateConfig) -> str:
             parts.append(f"[[{group}]]\n{body}")
     parts.append(dumps_toml(d))
     return "\n".join(parts)
+
+
+SWITCH_DEFAULTS = {"gamma": 2.0}
+"""When ``--lens`` switches the main lens to a profile with parameters the old one lacks,
+they start at the profile's defaults, else isothermal (``gamma = 2``), else 0."""
+
+
+def apply_flags(
+    cfg: SimulateConfig, rein: float | None, lens: str | None, model_dir: str | Path | None
+) -> SimulateConfig:
+    """Everyday flags override the main lens (component 0) and the source model path."""
+    main = cfg.lens[0]
+    params = dict(main.params)
+    kind = main.type
+    if lens is not None and lens.upper() != kind:
+        from lensgen.lensing.mass import MASS_PROFILES
+
+        kind = lens.upper()
+        profile = MASS_PROFILES[kind]
+        # Keep what the new profile understands; fill the rest from its defaults.
+        params = {k: v for k, v in params.items() if k in profile.params}
+        for name in profile.params:
+            params.setdefault(name, profile.defaults.get(name, SWITCH_DEFAULTS.get(name, 0.0)))
+    if rein is not None:
+        params["theta_E"] = rein
+    cfg = dataclasses.replace(cfg, lens=(Component(kind, params), *cfg.lens[1:]))
+    if model_dir is not None:
+        cfg = dataclasses.replace(
+            cfg, source_model=dataclasses.replace(cfg.source_model, path=str(model_dir))
+        )
+    return cfg
+
+
+def apply_subhalo_flags(
+    cfg: SimulateConfig,
+    n_subhalos: int | None,
+    mass: float | None,
+    x: float | None,
+    y: float | None,
+) -> SimulateConfig:
+    """``--n-subhalos`` sets a fixed count; ``--subhalo-mass/-x/-y`` inject one subhalo.
+
+    Without a ``[substructure]`` section these start from its defaults, with no random
+    subhalos unless ``--n-subhalos`` asks for them.
+    """
+    if mass is None and (x is not None or y is not None):
+        raise LensgenError("--subhalo-x/--subhalo-y need --subhalo-mass (M☉)")
+    if mass is not None and (x is None or y is None):
+        raise LensgenError("--subhalo-mass needs both --subhalo-x and --subhalo-y (arcsec)")
+    if n_subhalos is None and mass is None:
+        return cfg
+    pop = cfg.substructure or SubhaloPopulation(n_subhalos=0)
+    changes = {}
+    if n_subhalos is not None:
+        changes["n_subhalos"] = n_subhalos
+    if mass is not None:
+        changes["inject_mass"] = (*pop.inject_mass, mass)
+        changes["inject_x"] = (*pop.inject_x, x)
+        changes["inject_y"] = (*pop.inject_y, y)
+    return dataclasses.replace(cfg, substructure=dataclasses.replace(pop, **changes))
