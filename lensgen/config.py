@@ -137,7 +137,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     try:
         obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ConfigError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return obj
 
@@ -155,32 +155,37 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def with_overrides(obj: T, overrides: Mapping[str, Any]) -> T:
+def with_overrides(
+    obj: T, overrides: Mapping[str, Any], flags: Mapping[str, str] | None = None
+) -> T:
     """Return ``obj`` with dotted-key overrides applied (``{"train.lr": 1e-3}``).
 
-    ``None`` values are skipped, so unset CLI flags leave the config alone.
+    ``None`` values are skipped, so unset CLI flags leave the config alone. ``flags``
+    maps a dotted key to the CLI flag that set it (``{"train.lr": "--lr"}``), so that
+    an error names what the user typed.
     """
     for dotted, value in overrides.items():
         if value is None:
             continue
-        obj = _replace_path(obj, dotted.split("."), value, dotted)
+        label = (flags or {}).get(dotted, f"override '{dotted}'")
+        obj = _replace_path(obj, dotted.split("."), value, dotted, label)
     return obj
 
 
-def _replace_path(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
+def _replace_path(obj: Any, parts: list[str], value: Any, dotted: str, label: str) -> Any:
     names = [f.name for f in dataclasses.fields(obj)]
     head = parts[0]
     if head not in names:
-        raise ConfigError(f"override '{dotted}': unknown key '{head}'{suggest(head, names)}")
+        raise ConfigError(f"{label}: unknown key '{head}'{suggest(head, names)}")
     if len(parts) == 1:
         hints = typing.get_type_hints(type(obj))
         new = _coerce(value, hints[head], dotted)
     else:
-        new = _replace_path(getattr(obj, head), parts[1:], value, dotted)
+        new = _replace_path(getattr(obj, head), parts[1:], value, dotted, label)
     try:
         return dataclasses.replace(obj, **{head: new})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"override '{dotted}': {exc}") from None
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 def toml_value(value: Any) -> str:

@@ -173,6 +173,17 @@ def test_truncated_fits_names_the_file(obs, tmp_path):
     refused(tmp_path, "infer", cut, "--out", tmp_path / "out", needles=["cut.fits", "truncated"])
 
 
+def test_fits_cut_at_an_extension_boundary_names_the_file(obs, tmp_path):
+    """A file cut exactly between two HDUs is still valid FITS; NEXTEND tells it is short."""
+    with fits.open(obs) as hdul:
+        boundary = hdul.fileinfo(len(hdul) - 1)["hdrLoc"]
+    cut = tmp_path / "short.fits"
+    cut.write_bytes(obs.read_bytes()[:boundary])
+    with fits.open(cut) as hdul:  # astropy reads it without complaint
+        assert len(hdul) >= 2
+    refused(tmp_path, "infer", cut, "--out", tmp_path / "out", needles=["short.fits", "truncated"])
+
+
 @pytest.mark.parametrize(
     "card, value",
     [

@@ -23,7 +23,9 @@ from rich.progress import (
 from lensgen.errors import LensgenError
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt
 
-console = Console(highlight=False, soft_wrap=True)  # long paths stay on one line
+# Long paths stay on one line; piped into a log (no terminal), tables get 160 columns
+# rather than rich's 80, so their numbers are not cut to "2.2…".
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])

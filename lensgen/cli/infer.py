@@ -173,10 +173,6 @@ def infer(
             log10_m_min=subhalo_mass_min,
             log10_m_max=subhalo_mass_max,
             threshold=subhalo_threshold,
-            # Start the mass search at 10^9.5 M☉, or mid-prior when that lies outside.
-            log10_m_start=9.5
-            if subhalo_mass_min < 9.5 < subhalo_mass_max
-            else 0.5 * (subhalo_mass_min + subhalo_mass_max),
             method=cfg.method if cfg.method in ("nuts", "svi") else "laplace",
         )
         run_subhalo_infer(cfg, sub, obs, out, seed=seed, overwrite=overwrite, console=console)

@@ -22,6 +22,17 @@ class SourceChoice(StrEnum):
     sersic = "sersic"
 
 
+FLAGS = {
+    "instrument.npix": "--npix",
+    "instrument.pixel_scale": "--pixel-scale",
+    "instrument.supersample": "--supersample",
+    "instrument.psf_fwhm": "--psf-fwhm",
+    "noise.exptime": "--exptime",
+    "noise.background_rms": "--background-rms",
+}
+"""The config key each instrument and noise flag sets."""
+
+
 def simulate(
     rein: float | None = typer.Option(
         None, "--rein", help="Einstein radius θ_E of the main lens [arcsec] (default 2.3)."
@@ -90,6 +101,7 @@ def simulate(
     ),
 ) -> None:
     """Render a lensed observation (FITS + PNG preview): ray-shooting, source, PSF, noise."""
+    from lensgen.config import with_overrides
     from lensgen.simulate.batch import run_simulate
     from lensgen.simulate.scene import (
         PARAMETRIC_SOURCE,
@@ -101,28 +113,15 @@ def simulate(
     cfg = load_simulate_config(config)
     cfg = apply_flags(cfg, rein=rein, lens=None if lens is None else lens.value, model_dir=model_dir)
     cfg = apply_subhalo_flags(cfg, n_subhalos, subhalo_mass, subhalo_x, subhalo_y)
-    ins = {
-        k: v
-        for k, v in dict(
-            npix=npix, pixel_scale=pixel_scale, supersample=supersample, psf_fwhm=psf_fwhm
-        ).items()
-        if v is not None
+    values = {
+        "instrument.npix": npix,
+        "instrument.pixel_scale": pixel_scale,
+        "instrument.supersample": supersample,
+        "instrument.psf_fwhm": psf_fwhm,
+        "noise.exptime": exptime,
+        "noise.background_rms": background_rms,
     }
-    noise = {
-        k: v
-        for k, v in dict(exptime=exptime, background_rms=background_rms).items()
-        if v is not None
-    }
-    from lensgen.config import ConfigError
-
-    try:
-        cfg = dataclasses.replace(
-            cfg,
-            instrument=dataclasses.replace(cfg.instrument, **ins),
-            noise=dataclasses.replace(cfg.noise, **noise),
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    cfg = with_overrides(cfg, values, FLAGS)
     if source == SourceChoice.sersic:
         cfg = dataclasses.replace(cfg, source=(PARAMETRIC_SOURCE,))
     path = run_simulate(

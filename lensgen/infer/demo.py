@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lensgen.errors import LensgenError
+from lensgen.errors import ConfigError
 from lensgen.infer.run import InferConfig, InferenceResult
 
 FIELD_OF_VIEW = 8.0
@@ -49,15 +49,15 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rein) and self.rein > 0):
-            raise LensgenError(f"--rein must be a finite number > 0 (arcsec), got {self.rein}")
+            raise ConfigError(f"--rein must be a finite number > 0 (arcsec), got {self.rein}")
         least = {"npix": 16, "num_chains": 1, "num_samples": 1, "num_warmup": 0,
                  "target_ess": 0, "svi_steps": 0, "map_steps": 1, "map_restarts": 1}  # fmt: skip
         for name, low in least.items():
             if getattr(self, name) < low:
                 flag = "--" + name.replace("_", "-")
-                raise LensgenError(f"{flag} must be >= {low}, got {getattr(self, name)}")
+                raise ConfigError(f"{flag} must be >= {low}, got {getattr(self, name)}")
         if not 1 <= self.max_tree_depth <= 15:
-            raise LensgenError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
+            raise ConfigError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
 
     def infer_config(self) -> InferConfig:
         """The inference settings of the demo: NUTS and SVI, both started from a MAP fit."""

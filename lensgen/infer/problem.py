@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
-from lensgen.errors import LensgenError
+from lensgen.errors import ConfigError, LensgenError
 from lensgen.infer.model import (
     LikelihoodData,
     ModelSpec,
@@ -83,22 +83,22 @@ class InferConfig:
     def __post_init__(self) -> None:
         for name in ("num_chains", "num_samples", "map_steps", "map_restarts", "svi_samples"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_warmup", "svi_steps", "target_ess"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.target_accept < 1.0:
-            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
+            raise ConfigError(f"target_accept must be in (0, 1), got {self.target_accept}")
         if not 1 <= self.max_tree_depth <= 15:
-            raise ValueError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
+            raise ConfigError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
         for name in ("svi_lr", "map_lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+                raise ConfigError(f"{name} must be a finite number > 0, got {value}")
         for name, unit in (("exptime", "s"), ("background_rms", "counts/s")):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0 ({unit}), got {value}")
+                raise ConfigError(f"{name} must be a finite number >= 0 ({unit}), got {value}")
 
 
 class Problem(NamedTuple):

@@ -6,11 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from lensgen.errors import LensgenError
+from lensgen.errors import ConfigError
 
 
-class SubhaloConfigError(LensgenError, ValueError):
-    """An invalid :class:`SubhaloConfig` (a ValueError, so config loaders name the file)."""
+class SubhaloConfigError(ConfigError):
+    """An invalid :class:`SubhaloConfig` (a ConfigError: config loaders add the file and section)."""
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,14 @@ class SubhaloConfig:
     ``cosmology``, ``tau`` and ``concentration`` (0: Duffy et al. 2008) override the
     file's ``SUBHALOS`` table header. ``method``: posterior from the Laplace
     approximation, or NUTS / SVI started there (InferConfig's sampler settings).
+    ``log10_m_start`` (the mass the position scan starts from) defaults to 9.5, or to
+    the middle of the mass prior when 9.5 lies outside it.
     """
 
     n_subhalos: int = 1
     log10_m_min: float = 8.0
     log10_m_max: float = 10.5
-    log10_m_start: float = 9.5
+    log10_m_start: float | None = None
     box: float = 0.0
     threshold: float = 5.0
     n_starts: int = 12
@@ -44,7 +46,7 @@ class SubhaloConfig:
 
     def __post_init__(self) -> None:
         for name in ("log10_m_min", "log10_m_max", "log10_m_start", "threshold", "box", "lr"):
-            if not math.isfinite(getattr(self, name)):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise SubhaloConfigError(
                     f"{name} must be a finite number, got {getattr(self, name)}"
                 )
@@ -53,6 +55,10 @@ class SubhaloConfig:
                 f"subhalo mass prior bounds reversed: log10_m_min={self.log10_m_min} >= "
                 f"log10_m_max={self.log10_m_max} (log10 M200/M☉)"
             )
+        if self.log10_m_start is None:
+            low, high = self.log10_m_min, self.log10_m_max
+            start = 9.5 if low < 9.5 < high else 0.5 * (low + high)
+            object.__setattr__(self, "log10_m_start", start)
         if not self.log10_m_min < self.log10_m_start < self.log10_m_max:
             raise SubhaloConfigError(
                 f"log10_m_start={self.log10_m_start} is outside the mass prior "

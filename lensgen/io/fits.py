@@ -142,6 +142,9 @@ def write_observation(
     for name, table in obs.tables.items():
         hdus.append(fits.table_to_hdu(table) if not isinstance(table, fits.BinTableHDU) else table)
         hdus[-1].name = name
+    # Recorded so that a file cut exactly at an extension boundary, still valid FITS,
+    # is recognised as incomplete when read.
+    hdus[0].header["NEXTEND"] = (len(hdus) - 1, "number of extensions written")
     with atomic_path(path, overwrite) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
     return Path(path)
@@ -284,6 +287,12 @@ def read_observation(path: str | Path) -> Observation:
     hdul = _open(path)
     with hdul:
         primary = hdul[0]
+        written = primary.header.get("NEXTEND")
+        if isinstance(written, int) and not isinstance(written, bool) and len(hdul) - 1 < written:
+            raise LensgenError(
+                f"{path}: the FITS file is truncated: {len(hdul) - 1} of the {written} "
+                "extensions it was written with are present"
+            )
         if primary.data is None or primary.data.ndim != 2:
             raise LensgenError(f"{path}: the primary HDU must hold a 2-D image")
         header = primary.header.copy()

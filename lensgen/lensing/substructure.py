@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from lensgen.errors import LensgenError
+from lensgen.errors import ConfigError, LensgenError
 from lensgen.lensing.nfw import tnfw_convergence, tnfw_deflection
 from lensgen.lensing.units import (
     DEFAULT_COSMOLOGY,
@@ -93,8 +93,8 @@ def subhalos_convergence(x, y, Rs, alpha_Rs, r_trunc, center_x, center_y) -> Arr
     return kappa.sum(axis=0)
 
 
-class PopulationError(LensgenError, ValueError):
-    """An invalid :class:`SubhaloPopulation` (a ValueError, so config loaders name the file)."""
+class PopulationError(ConfigError):
+    """An invalid :class:`SubhaloPopulation` (a ConfigError: config loaders add the file and section)."""
 
 
 @dataclass(frozen=True)

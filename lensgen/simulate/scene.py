@@ -97,17 +97,17 @@ class InstrumentConfig:
 
     def __post_init__(self) -> None:
         if self.npix < MIN_NPIX:
-            raise ValueError(f"npix must be >= {MIN_NPIX} pixels, got {self.npix}")
+            raise ConfigError(f"npix must be >= {MIN_NPIX} pixels, got {self.npix}")
         if not 0 < self.pixel_scale < math.inf:
-            raise ValueError(f"pixel_scale must be a finite number > 0, got {self.pixel_scale}")
+            raise ConfigError(f"pixel_scale must be a finite number > 0, got {self.pixel_scale}")
         if self.supersample < 1:
-            raise ValueError(f"supersample must be >= 1, got {self.supersample}")
+            raise ConfigError(f"supersample must be >= 1, got {self.supersample}")
         if self.psf in ("gaussian", "moffat") and not 0 < self.psf_fwhm < math.inf:
-            raise ValueError(f"psf_fwhm must be a finite number > 0, got {self.psf_fwhm}")
+            raise ConfigError(f"psf_fwhm must be a finite number > 0, got {self.psf_fwhm}")
         if self.psf == "moffat" and not 1 < self.moffat_beta < math.inf:
-            raise ValueError(f"moffat_beta must be a finite number > 1, got {self.moffat_beta}")
+            raise ConfigError(f"moffat_beta must be a finite number > 1, got {self.moffat_beta}")
         if self.psf == "pixel" and not self.psf_file:
-            raise ValueError("psf = 'pixel' needs psf_file (a FITS kernel)")
+            raise ConfigError("psf = 'pixel' needs psf_file (a FITS kernel)")
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,9 @@ class NoiseConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.exptime < math.inf:
-            raise ValueError(f"exptime must be a finite number >= 0 (s), got {self.exptime}")
+            raise ConfigError(f"exptime must be a finite number >= 0 (s), got {self.exptime}")
         if not 0 <= self.background_rms < math.inf:
-            raise ValueError(
+            raise ConfigError(
                 f"background_rms must be a finite number >= 0 (counts/s), got {self.background_rms}"
             )
 

@@ -68,11 +68,11 @@ class FlowConfig:
         for name in ("draws", "n_layers", "hidden", "batch_size", "max_epochs", "patience",
                      "n_quality"):  # fmt: skip
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.seed <= SEED_MAX:
-            raise ValueError(f"seed must be in [0, {SEED_MAX}], got {self.seed}")
+            raise ConfigError(f"seed must be in [0, {SEED_MAX}], got {self.seed}")
 
 
 def load_flow_config(

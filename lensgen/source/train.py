@@ -75,9 +75,9 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.dense < 1:
-            raise ValueError("latent_dim and dense must be ≥ 1")
+            raise ConfigError("latent_dim and dense must be ≥ 1")
         if not self.channels or min(self.channels) < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"channels must be a non-empty list of positive ints, got {self.channels}"
             )
 
@@ -104,19 +104,19 @@ class TrainSection:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "steps_per_call"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0 <= self.seed <= SEED_MAX:
-            raise ValueError(f"seed must be in [0, {SEED_MAX}], got {self.seed}")
+            raise ConfigError(f"seed must be in [0, {SEED_MAX}], got {self.seed}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if self.warmup_steps < 0 or self.kl_warmup_steps < 0:
-            raise ValueError("warmup_steps and kl_warmup_steps must be ≥ 0")
+            raise ConfigError("warmup_steps and kl_warmup_steps must be ≥ 0")
         if not 0 < self.final_lr_factor <= 1:
-            raise ValueError(f"final_lr_factor must be in (0, 1], got {self.final_lr_factor}")
+            raise ConfigError(f"final_lr_factor must be in (0, 1], got {self.final_lr_factor}")
         if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
-            raise ValueError(f"clip_norm must be a positive number, got {self.clip_norm}")
+            raise ConfigError(f"clip_norm must be a positive number, got {self.clip_norm}")
         if not (self.beta >= 0 and math.isfinite(self.beta)):
-            raise ValueError(f"beta must be a number ≥ 0, got {self.beta}")
+            raise ConfigError(f"beta must be a number ≥ 0, got {self.beta}")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lensgen.errors import ConfigError
+
 DECODER_ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "elu": nn.elu, "softplus": nn.softplus}
 """Nonlinearities the decoder may use (``Architecture.activation``)."""
 
@@ -57,7 +59,7 @@ class Architecture:
 
     def __post_init__(self) -> None:
         if self.activation not in DECODER_ACTIVATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown decoder activation {self.activation!r}; "
                 f"choose from {sorted(DECODER_ACTIVATIONS)}"
             )
