@@ -1,21 +1,26 @@
-"""Exact checks of the Newton polish, the Laplace covariance and the Laplace evidence.
+"""Exact checks of the Newton polish, the Laplace covariance, the Laplace evidence and
+the search for distinct modes.
 
 On a Gaussian prior with a Gaussian likelihood the posterior is Gaussian, so the
 Laplace approximation is exact: the mode, its covariance and log Z are known in
 closed form (Bishop 2006, eqs. 2.113–2.117).
 """
 
+from types import SimpleNamespace
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from numpyro.distributions import constraints
 from scipy.stats import multivariate_normal
 
 from lensgen.infer.mapfit import laplace
 from lensgen.infer.problem import Problem
 from lensgen.infer.programs import Programs
-from lensgen.infer.subhalo_modes import laplace_log_evidence
+from lensgen.infer.subhalo_config import SubhaloConfig
+from lensgen.infer.subhalo_modes import find_modes, laplace_log_evidence
 
 RNG = np.random.default_rng(7)
 MU_PRIOR = np.array([0.3, -1.0, 2.0])
@@ -72,3 +77,42 @@ def test_laplace_evidence_is_the_exact_marginal_likelihood():
     assert laplace_log_evidence(other, laplace(other, mode.x).x, mode.cov) != pytest.approx(
         log_z, abs=1e-3
     )
+
+
+def double_well(data):
+    """U(x, y) = (x² − 1)² + t x + 2 y²: minima near x = ±1 (the left one deeper for
+    t > 0) and a saddle near x = 0, on flat (improper) priors."""
+    x = numpyro.sample("subhalo.0.center_x", dist.ImproperUniform(constraints.real, (), ()))
+    y = numpyro.sample("subhalo.0.center_y", dist.ImproperUniform(constraints.real, (), ()))
+    numpyro.factor("well", -((x**2 - 1.0) ** 2 + data * x + 2.0 * y**2))
+
+
+def test_find_modes_merges_duplicates_rejects_saddles_and_ranks_by_evidence():
+    tilt = 0.1
+    problem = Problem(
+        spec=None, priors={}, model=double_well, renderer=None,
+        scene=SimpleNamespace(pixel_scale=0.1), data=jnp.asarray(tilt), source_model=None,
+        psf=None, programs=Programs(double_well),
+    )  # fmt: skip
+    # Two starts in the right well, one in the left, one exactly on the saddle point
+    # (zero gradient, negative curvature along x: Newton cannot leave it).
+    roots = np.roots([4.0, 0.0, -4.0, tilt]).real  # U_x = 4x³ − 4x + t
+    saddle = float(roots[np.argmin(abs(roots))])
+    starts = {
+        "subhalo.0.center_x": jnp.array([1.03, 0.97, -1.02, saddle]),
+        "subhalo.0.center_y": jnp.array([0.02, -0.03, 0.01, 0.0]),
+    }
+    final = np.array([0.0, 0.1, 0.2, -1.0])  # the saddle is tried first
+    modes = find_modes(problem, starts, final, SubhaloConfig(n_polish=4))
+    assert len(modes) == 2  # duplicates merged, saddle rejected
+    left, right = modes  # best evidence first: the tilt lowers the left well
+    assert left.point["subhalo.0.center_x"] < 0 < right.point["subhalo.0.center_x"]
+    for m in modes:
+        x = float(m.point["subhalo.0.center_x"])
+        assert 4 * x**3 - 4 * x + tilt == pytest.approx(0.0, abs=1e-4)  # a stationary point
+        assert abs(float(m.point["subhalo.0.center_y"])) < 1e-4
+        u = (x**2 - 1) ** 2 + tilt * x
+        exact = -u + np.log(2 * np.pi) - 0.5 * np.log((12 * x**2 - 4) * 4.0)
+        assert m.log_evidence == pytest.approx(exact, abs=1e-6)
+    # The deeper well is also the narrower one: the difference is less than 2t.
+    assert 0 < left.log_evidence - right.log_evidence < 2 * tilt
