@@ -124,8 +124,8 @@ def parameter_names(spec: ModelSpec) -> list[str]:
     return names
 
 
-def render_scene(spec: ModelSpec):
-    """Light model names passed to the renderer (the learned source is INTERPOL)."""
+def source_light_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The renderer's light-profile names of the source (the learned source is INTERPOL)."""
     return ("INTERPOL",) if spec.source == "vae" else (spec.source,)
 
 

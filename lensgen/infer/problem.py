@@ -29,7 +29,7 @@ from lensgen.infer.model import (
     likelihood_sigma,
     make_model,
     parameter_names,
-    render_scene,
+    source_light_names,
 )
 from lensgen.infer.priors import Prior, load_priors, resolve_priors
 from lensgen.infer.programs import Programs
@@ -141,8 +141,11 @@ class InferenceResult(NamedTuple):
     diagnostics: dict[str, Any]
 
 
-def _scene_defaults(config: InferConfig, obs) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
-    scene = obs.scene or {}
+def _scene_defaults(
+    config: InferConfig, scene: dict | None, where: str
+) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """Lens, source and lens-light models: the config's, else the file's ``scene``."""
+    scene = scene or {}
     # A simulated subhalo population is not part of the smooth model fitted here
     # (``--subhalos N`` fits subhalos explicitly; see lensgen.infer.substructure).
     file_lens = tuple(n for n in scene.get("lens") or () if n != "SUBHALOS")
@@ -153,7 +156,7 @@ def _scene_defaults(config: InferConfig, obs) -> tuple[tuple[str, ...], str, tup
         names = scene.get("source") or ["INTERPOL"]
         if len(names) != 1 or names[0] not in ("INTERPOL", "SERSIC_ELLIPSE"):
             raise LensgenError(
-                f"{obs.path}: cannot model the source {names}; pass --source vae or SERSIC_ELLIPSE"
+                f"{where}: cannot model the source {names}; pass --source vae or SERSIC_ELLIPSE"
             )
         source = "vae" if names[0] == "INTERPOL" else "SERSIC_ELLIPSE"
     if config.lens_light == "auto":
@@ -276,7 +279,7 @@ def build_problem(
     """The model of ``obs`` under ``config`` (loads the source model and priors as needed)."""
     from lensgen.lensing.render import Scene, make_renderer
 
-    lens, source, light = _scene_defaults(config, obs)
+    lens, source, light = _scene_defaults(config, obs.scene, str(obs.path or "observation"))
     kind, sigma, exptime, bkg = _likelihood(config, obs)
     latent = "normal"
     if source == "vae":
@@ -294,7 +297,7 @@ def build_problem(
     data = _checked_data(obs, kind, sigma, exptime, bkg, mask)
     scene = Scene(
         lens=lens,
-        source=render_scene(spec),
+        source=source_light_names(spec),
         lens_light=light,
         shape=obs.image.shape,
         pixel_scale=obs.pixel_scale,
@@ -385,10 +388,10 @@ def load_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
 
 def prior_table(config: InferConfig, obs_path: str | Path | None = None) -> str:
     """The resolved priors of the model ``config`` gives for ``obs_path`` (or no file), as TOML."""
-    from lensgen.io.fits import Observation, read_observation
+    from lensgen.io.fits import read_observation
 
-    obs = read_observation(obs_path) if obs_path is not None else Observation(np.zeros((1, 1)), 1.0)
-    lens, source, light = _scene_defaults(config, obs)
+    scene = read_observation(obs_path).scene if obs_path is not None else None
+    lens, source, light = _scene_defaults(config, scene, str(obs_path))
     spec = ModelSpec(lens=lens, source=source, lens_light=light)
     overrides = load_priors(config.priors) if config.priors else {}
     priors = resolve_priors(parameter_names(spec), overrides, config.priors or "[priors]")

@@ -191,7 +191,7 @@ def subhalo_plot(
     path: Path,
     overwrite: bool,
 ) -> Path:
-    """Subhalo position posterior over the data and the residuals (issue 6).
+    """Subhalo position posterior over the data and the residuals.
 
     Panels: observed image, normalised residuals of the smooth (no-subhalo) fit and
     of the subhalo fit, each with posterior position draws (one colour per fitted

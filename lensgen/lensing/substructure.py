@@ -291,11 +291,6 @@ def sample_subhalos(
     return {**out, "injected": injected, "mask": mask}
 
 
-def lens_params(subhalos: dict[str, Any]) -> dict[str, Any]:
-    """The ``"SUBHALOS"`` component's parameters from :func:`sample_subhalos` output."""
-    return {k: subhalos[k] for k in SUBHALO_PARAMS}
-
-
 def check_subhalos(params: dict[str, Any], where: str = "SUBHALOS") -> None:
     """Raise :class:`LensgenError` for non-finite values, ``alpha_Rs < 0``, or a real
     subhalo (``alpha_Rs > 0``) with ``Rs`` or ``r_trunc`` not > 0 (concrete arrays)."""

@@ -1,4 +1,4 @@
-"""Galaxy-level quality of a source model (issue 4 §3).
+"""Galaxy-level quality of a source model: flux, size and ellipticity distributions.
 
 Galaxies decoded from z ~ N(0, I) and from z ~ flow are passed through the same
 observation as the data (PSF of the likelihood, Gaussian noise with σ drawn from
