@@ -142,9 +142,11 @@ def _check_light(cfg: SimulateConfig, flat: dict[str, np.ndarray]) -> None:
                     )
 
 
-BYTES_PER_RAY = 64
-"""Peak memory per supersampled pixel and lens while rendering (float32 coordinates,
-deflections, source light and the FFT convolution), measured to within a factor 2."""
+BYTES_PER_RAY = 160
+"""Peak memory per supersampled pixel and lens while rendering (coordinates,
+deflections, source light, the FFT convolution). Measured as the growth of the peak
+resident memory of ``lensgen simulate`` from 100 to 800 pixels a side
+(supersampling 2): 148 bytes with the learned source, 79 with a Sérsic source."""
 
 
 def available_memory() -> int:
