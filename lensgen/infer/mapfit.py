@@ -37,6 +37,7 @@ from lensgen.infer.problem import (
 )
 from lensgen.infer.programs import ModelFunctions
 from lensgen.infer.starts import map_starts
+from lensgen.io.interrupt import check_interrupt
 
 SCREEN = 4
 """Starts screened per kept MAP restart."""
@@ -142,6 +143,7 @@ def laplace(problem: Problem, x, newton_steps: int = 60) -> Mode:
     w, vec = eig(flat)
     damping = 1e-3
     for _ in range(newton_steps):
+        check_interrupt()  # between compiled calls: a safe point for Ctrl-C
         g = vec.T @ np.asarray(grad, np.float64)
         scale = max(np.abs(w).max(), 1e-30)
         while damping <= 1e3:
