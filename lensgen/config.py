@@ -25,6 +25,9 @@ from lensgen.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
+SEED_MAX = 2**32 - 1
+"""Seeds are JAX PRNG seeds: integers in [0, 2**32 - 1], from ``--seed`` or a config file."""
+
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file, turning I/O and syntax errors into :class:`ConfigError`."""

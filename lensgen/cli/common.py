@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lensgen.config import SEED_MAX
 from lensgen.errors import LensgenError
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt
 
@@ -31,8 +32,6 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-SEED_MAX = 2**32 - 1
-"""Seeds are JAX PRNG seeds: integers in [0, 2**32 - 1]."""
 
 
 def seed_option(default: int | None, help: str) -> Any:

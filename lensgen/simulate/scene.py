@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lensgen.config import ConfigError, from_dict, load_toml, toml_value
+from lensgen.config import SEED_MAX, ConfigError, from_dict, load_toml, toml_value
 from lensgen.errors import LensgenError, did_you_mean
 from lensgen.lensing.substructure import SubhaloPopulation
 from lensgen.source.model import SOURCE_PARAMS
@@ -235,8 +235,8 @@ def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
     kwargs: dict[str, Any] = {}
     if "seed" in data:
         seed = data["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-            raise ConfigError(f"{where}: seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+            raise ConfigError(f"{where}: seed must be an integer in [0, {SEED_MAX}], got {seed!r}")
         kwargs["seed"] = seed
     for key in data:
         if key not in known:

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from lensgen import __version__
-from lensgen.config import from_dict, load_toml, to_dict, with_overrides
+from lensgen.config import SEED_MAX, from_dict, load_toml, to_dict, with_overrides
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import check_outputs
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt
@@ -39,7 +39,6 @@ from lensgen.source import flow as flowlib
 from lensgen.source import vae
 from lensgen.source.model import FLOW_FORMAT, load_vae_params
 from lensgen.source.train import (
-    SEED_MAX,
     DataSection,
     ModelSection,
     TrainConfig,

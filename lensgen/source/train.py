@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from lensgen import __version__
-from lensgen.config import dumps_toml, from_dict, load_toml, to_dict, with_overrides
+from lensgen.config import SEED_MAX, dumps_toml, from_dict, load_toml, to_dict, with_overrides
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import atomic_write_text, check_output_dir
 from lensgen.io.dataset import read_dataset
@@ -82,8 +82,6 @@ class ModelSection:
             )
 
 
-SEED_MAX = 2**32 - 1
-"""Seeds are JAX PRNG seeds: integers in [0, 2**32 - 1] (as ``--seed``)."""
 
 
 @dataclass(frozen=True)
