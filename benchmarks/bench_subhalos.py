@@ -55,12 +55,8 @@ def main() -> None:
     import jax.numpy as jnp
 
     from lensgen.lensing.grid import pixel_grid
-    from lensgen.lensing.substructure import (
-        SUBHALO_PARAMS,
-        SubhaloPopulation,
-        sample_subhalos,
-        subhalos_deflection,
-    )
+    from lensgen.lensing.substructure import SUBHALO_PARAMS, subhalos_deflection
+    from lensgen.simulate.population import SubhaloPopulation, sample_subhalos
 
     dtype = jnp.float64 if args.x64 else jnp.float32
     x, y = (jnp.asarray(c, dtype) for c in pixel_grid((args.npix, args.npix), args.pixel_scale))

@@ -20,7 +20,7 @@ import jax
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from source_data import blob_dataset  # noqa: E402
 
-from lensgen.source.train import config_replace, load_train_config, train  # noqa: E402
+from lensgen.source.train import load_train_config, train  # noqa: E402
 
 
 def main() -> None:
@@ -32,9 +32,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         blob_dataset(Path(tmp) / "d.fits", n=args.n, size=args.size)
-        cfg = load_train_config(args.config)
-        cfg = config_replace(cfg, data={"path": str(Path(tmp) / "d.fits")},
-                             train={"epochs": args.epochs})  # fmt: skip
+        overrides = {"data.path": str(Path(tmp) / "d.fits"), "train.epochs": args.epochs}
+        cfg = load_train_config(args.config, overrides)
         t0 = time.perf_counter()
         res = train(cfg, Path(tmp) / "run", figures=False)
         wall = time.perf_counter() - t0

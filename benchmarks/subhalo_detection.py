@@ -28,8 +28,8 @@ jax.config.update("jax_enable_x64", True)
 from lensgen.errors import LensgenError  # noqa: E402
 from lensgen.infer.problem import InferConfig, with_data  # noqa: E402
 from lensgen.infer.substructure import SubhaloConfig, build_subhalo_problems, fit_subhalos  # noqa: E402
-from lensgen.lensing.substructure import SubhaloPopulation  # noqa: E402
 from lensgen.simulate.batch import simulate_observation  # noqa: E402
+from lensgen.simulate.population import SubhaloPopulation  # noqa: E402
 from lensgen.simulate.scene import (  # noqa: E402
     PARAMETRIC_SOURCE,
     Component,

@@ -8,6 +8,8 @@ Each stage defines its own frozen dataclass next to its workflow (for example
   unknown keys with the closest valid name suggested;
 * :func:`with_overrides` applies dotted ``section.key=value`` overrides
   (CLI flags beat TOML, TOML beats the defaults in code);
+* :func:`load_config` is the one loader of every command: defaults ← TOML file ←
+  dotted overrides, with the CLI flag that set each key named in errors;
 * :func:`to_dict` / :func:`dumps_toml` write the resolved config next to outputs.
 """
 
@@ -17,7 +19,7 @@ import dataclasses
 import tomllib  # Python >= 3.11; tomli is its backport for older interpreters
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -158,6 +160,47 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
+    *,
+    table: str | None = None,
+    parse: Callable[[type[T], Mapping[str, Any], str], T] | None = None,
+) -> T:
+    """A command's settings: ``cls()`` defaults ← the TOML file at ``path`` ← ``overrides``.
+
+    Parameters
+    ----------
+    cls : type
+        The frozen config dataclass.
+    path : path, optional
+        TOML file (strict keys); None keeps the defaults.
+    overrides, flags : mapping, optional
+        Dotted-key values (None = unset) and the CLI flag of each key, as
+        :func:`with_overrides`.
+    table : str, optional
+        Read only this table of the file (``"flow"`` for ``[flow]``); other tables are
+        errors.
+    parse : callable, optional
+        ``parse(cls, data, where)`` for files with a layout of their own (default
+        :func:`from_dict`).
+    """
+    if path is None:
+        cfg = cls()
+    else:
+        data: Mapping[str, Any] = load_toml(path)
+        where = str(path)
+        if table is not None:
+            extra = sorted(set(data) - {table})
+            if extra:
+                raise ConfigError(f"{path}: unknown table '{extra[0]}' (expected [{table}])")
+            data, where = data.get(table, {}), f"{path} [{table}]"
+        cfg = (parse or from_dict)(cls, data, where)
+    return with_overrides(cfg, overrides or {}, flags)
+
+
 def with_overrides(
     obj: T, overrides: Mapping[str, Any], flags: Mapping[str, str] | None = None
 ) -> T:
@@ -165,30 +208,41 @@ def with_overrides(
 
     ``None`` values are skipped, so unset CLI flags leave the config alone. ``flags``
     maps a dotted key to the CLI flag that set it (``{"train.lr": "--lr"}``), so that
-    an error names what the user typed.
+    an error names what the user typed. All overrides of one dataclass are applied
+    together, so its checks see the final values (``--min 11 --max 12`` over defaults
+    of 8 and 10 is valid).
     """
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        label = (flags or {}).get(dotted, f"override '{dotted}'")
-        obj = _replace_path(obj, dotted.split("."), value, dotted, label)
-    return obj
+    items = [
+        (dotted.split("."), value, dotted, (flags or {}).get(dotted, f"override '{dotted}'"))
+        for dotted, value in overrides.items()
+        if value is not None
+    ]
+    return _apply(obj, items) if items else obj
 
 
-def _replace_path(obj: Any, parts: list[str], value: Any, dotted: str, label: str) -> Any:
+def _apply(obj: Any, items: list[tuple[list[str], Any, str, str]]) -> Any:
     names = [f.name for f in dataclasses.fields(obj)]
-    head = parts[0]
-    if head not in names:
-        raise ConfigError(f"{label}: unknown key '{head}'{suggest(head, names)}")
-    if len(parts) == 1:
-        hints = typing.get_type_hints(type(obj))
-        new = _coerce(value, hints[head], dotted)
-    else:
-        new = _replace_path(getattr(obj, head), parts[1:], value, dotted, label)
+    hints = typing.get_type_hints(type(obj))
+    changes: dict[str, Any] = {}
+    nested: dict[str, list] = {}
+    for parts, value, dotted, label in items:
+        head = parts[0]
+        if head not in names:
+            raise ConfigError(f"{label}: unknown key '{head}'{suggest(head, names)}")
+        if len(parts) == 1:
+            try:
+                changes[head] = _coerce(value, hints[head], dotted)
+            except ConfigError as exc:
+                raise ConfigError(f"{label}: {exc}") from None
+        else:
+            nested.setdefault(head, []).append((parts[1:], value, dotted, label))
+    for head, sub in nested.items():
+        changes[head] = _apply(getattr(obj, head), sub)
     try:
-        return dataclasses.replace(obj, **{head: new})
+        return dataclasses.replace(obj, **changes)
     except (TypeError, ValueError, ConfigError) as exc:
-        raise ConfigError(f"{label}: {exc}") from None
+        labels = ", ".join(dict.fromkeys(label for *_, label in items))
+        raise ConfigError(f"{labels}: {exc}") from None
 
 
 def toml_value(value: Any) -> str:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lensgen.io.atomic import atomic_path  # noqa: E402
+from lensgen.lensing.caustics import critical_curves_and_caustics
 
 
 def extent(shape: tuple[int, int], pixel_scale: float) -> list[float]:
@@ -52,7 +53,6 @@ def _panel(
 
 def simulation_preview(obs: Any, params: dict, path: str | Path) -> Path:
     """Observation, noiseless model, source with caustics, image with critical curves."""
-    from lensgen.lensing.caustics import critical_curves_and_caustics
 
     ext = extent(obs.shape, obs.pixel_scale)
     lens_model = tuple(obs.scene["lens"])

@@ -13,26 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from cli_helpers import assert_refused, snapshot
-from typer.testing import CliRunner
+from conftest import assert_refused, run_cli, snapshot
 
-from lensgen.cli.app import app
 from lensgen.infer.outputs import METHODS
 from lensgen.infer.problem import InferenceResult
 from lensgen.io.fits import Observation, read_observation, write_observation
 
-runner = CliRunner()
 TINY = ["--npix", "24", "--pixel-scale", "0.2", "--supersample", "1", "--source", "sersic"]
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     path = tmp_path_factory.mktemp("sim") / "obs.fits"
-    res = _run("simulate", *TINY, "--no-preview", "--seed", 3, "--out", path)
+    res = run_cli("simulate", *TINY, "--no-preview", "--seed", 3, "--out", path)
     assert res.exit_code == 0, res.output
     return path
 
@@ -45,7 +38,7 @@ def obs(simulated, tmp_path):
 
 def refused(tmp_path, *args, needles=()):
     before = snapshot(tmp_path)
-    return assert_refused(_run(*args), before, *needles)
+    return assert_refused(run_cli(*args), before, *needles)
 
 
 def write_variant(obs: Path, name: str, **changes) -> Path:
@@ -101,7 +94,7 @@ def test_input_that_is_also_an_output_is_refused(obs, tmp_path):
 @pytest.fixture
 def stub_fit(simulated, monkeypatch):
     """Replace the fit by draws at the truth, and the best-fit and corner figures by a few bytes."""
-    from lensgen.infer import report, run
+    from lensgen.infer import demo, report, run
 
     truth = read_observation(simulated).truth
 
@@ -116,6 +109,7 @@ def stub_fit(simulated, monkeypatch):
         next(a for a in args if isinstance(a, Path)).write_bytes(b"png")
 
     monkeypatch.setattr(run, "run_inference", fit)
+    monkeypatch.setattr(demo, "run_inference", fit)
     monkeypatch.setattr(report, "bestfit_plot", figure)
     monkeypatch.setattr(report, "corner_plot", figure)
     return report
@@ -131,11 +125,11 @@ def test_interrupted_infer_leaves_nothing_and_a_rerun_needs_no_overwrite(
     with monkeypatch.context() as m:
         m.setattr(stub_fit, "bestfit_plot", interrupt)
         before = snapshot(tmp_path)
-        res = _run("infer", obs, "--method", "map", "--out", tmp_path / "out")
+        res = run_cli("infer", obs, "--method", "map", "--out", tmp_path / "out")
         assert res.exit_code == 130 and "interrupted" in res.output, res.output
         assert "Traceback" not in res.output
         assert snapshot(tmp_path) == before and not (tmp_path / "out").exists()
-    res = _run("infer", obs, "--method", "map", "--out", tmp_path / "out")
+    res = run_cli("infer", obs, "--method", "map", "--out", tmp_path / "out")
     assert res.exit_code == 0, res.output
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert names == {"posterior_map.nc", "summary_map.csv", "bestfit.png", "theta_E.png",
@@ -154,10 +148,10 @@ def test_interrupted_demo_leaves_no_obs_fits(simulated, tmp_path, stub_fit, monk
     out = tmp_path / "demo"
     with monkeypatch.context() as m:
         m.setattr(stub_fit, "bestfit_plot", interrupt)
-        res = _run("demo", "--out", out)
+        res = run_cli("demo", "--out", out)
         assert res.exit_code == 130, res.output
         assert not out.exists(), sorted(tmp_path.rglob("*"))
-    res = _run("demo", "--out", out)
+    res = run_cli("demo", "--out", out)
     assert res.exit_code == 0, res.output
     assert (out / "obs.fits").is_file() and (out / "posterior" / "config.toml").is_file()
     assert read_observation(out / "obs.fits").truth == sersic.truth
@@ -290,7 +284,7 @@ def test_svi_steps_zero_warns_that_nothing_is_fitted(obs, tmp_path, monkeypatch)
 
     monkeypatch.setattr(run, "run_inference", interrupt)
     before = snapshot(tmp_path)
-    res = _run("infer", obs, "--method", "svi", "--svi-steps", 0, "--out", tmp_path / "out")
+    res = run_cli("infer", obs, "--method", "svi", "--svi-steps", 0, "--out", tmp_path / "out")
     assert res.exit_code == 130, res.output
     warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "--svi-steps 0" in warnings[0] and "fits nothing" in warnings[0]
@@ -322,7 +316,7 @@ def test_prior_outside_the_domain_is_refused(obs, tmp_path, name, prior, domain)
 def test_prior_inside_the_domain_is_accepted(obs, tmp_path):
     priors = tmp_path / "priors.toml"
     priors.write_text('[priors]\nlens.0.theta_E = "Uniform(0, 3)"\nsource.0.amp = "Fixed(0.5)"\n')
-    res = _run("infer", obs, "--priors", priors, "--show-priors")
+    res = run_cli("infer", obs, "--priors", priors, "--show-priors")
     assert res.exit_code == 0, res.output
     assert 'lens.0.theta_E    = "Uniform(0, 3)"' in res.output
 
@@ -332,7 +326,7 @@ def test_prior_inside_the_domain_is_accepted(obs, tmp_path):
 
 def test_noise_map_of_zeros_is_named(tmp_path):
     sim = tmp_path / "noiseless.fits"
-    res = _run("simulate", *TINY, "--no-preview", "--exptime", 0, "--background-rms", 0,
+    res = run_cli("simulate", *TINY, "--no-preview", "--exptime", 0, "--background-rms", 0,
                "--out", sim)  # fmt: skip
     assert res.exit_code == 0, res.output
     refused(tmp_path, "infer", sim, "--out", tmp_path / "out",
@@ -357,7 +351,7 @@ def test_infinite_pixels_are_named_as_such(obs, tmp_path, monkeypatch):
     image = read_observation(obs).image.copy()
     image[3, 4] = np.inf
     one = write_variant(obs, "one_inf.fits", image=image)
-    res = _run("infer", one, "--out", tmp_path / "out")
+    res = run_cli("infer", one, "--out", tmp_path / "out")
     warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
     assert any("1 pixel(s) at ±inf" in w and "NaN" not in w for w in warnings), res.output
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from cli_helpers import assert_refused, snapshot
-from cli_helpers import run_cli as _run
+from conftest import assert_refused, run_cli, snapshot
+
+pytestmark = pytest.mark.float32  # as users run the command (32-bit JAX)
 
 TINY = ["--npix", "16", "--pixel-scale", "0.3", "--supersample", "1", "--source", "sersic"]
 EXAMPLE = Path(__file__).parents[1] / "examples" / "sim_sie_shear.toml"
@@ -27,7 +28,7 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "sim_sie_shear.toml"
 def test_existing_sidecar_or_output_is_never_overwritten(tmp_path, existing, out):
     (tmp_path / existing).write_text("the user's own file\n")
     before = snapshot(tmp_path)
-    res = _run("simulate", *TINY, "--out", tmp_path / out)
+    res = run_cli("simulate", *TINY, "--out", tmp_path / out)
     assert_refused(res, before, existing, "--overwrite")
 
 
@@ -35,23 +36,23 @@ def test_existing_sidecar_or_output_is_never_overwritten(tmp_path, existing, out
 def test_output_that_is_not_fits_is_refused(tmp_path, out):
     (tmp_path / "res.toml").write_text("seed = 3\n")
     before = snapshot(tmp_path)
-    res = _run("simulate", *TINY, "--out", tmp_path / out)
+    res = run_cli("simulate", *TINY, "--out", tmp_path / out)
     assert_refused(res, before, out, ".fits")
 
 
 def test_output_that_is_a_folder_is_refused(tmp_path):
     (tmp_path / "obs.fits").mkdir()
     before = snapshot(tmp_path)
-    res = _run("simulate", *TINY, "--out", tmp_path / "obs.fits", "--overwrite")
+    res = run_cli("simulate", *TINY, "--out", tmp_path / "obs.fits", "--overwrite")
     assert_refused(res, before, "is a folder")
 
 
 def test_overwrite_replaces_all_outputs_together(tmp_path):
     out = tmp_path / "obs.fits"
-    assert _run("simulate", *TINY, "--out", out, "--seed", 1).exit_code == 0
+    assert run_cli("simulate", *TINY, "--out", out, "--seed", 1).exit_code == 0
     first = snapshot(tmp_path)
     assert {p.name for p in first} == {"obs.fits", "obs.toml", "obs.png"}
-    res = _run("simulate", *TINY, "--out", out, "--seed", 2, "--overwrite")
+    res = run_cli("simulate", *TINY, "--out", out, "--seed", 2, "--overwrite")
     assert res.exit_code == 0, res.output
     second = snapshot(tmp_path)
     assert set(second) == set(first) and all(second[p] != first[p] for p in first)
@@ -59,33 +60,33 @@ def test_overwrite_replaces_all_outputs_together(tmp_path):
 
 def test_interrupted_run_leaves_no_partial_outputs(tmp_path, monkeypatch):
     """Ctrl-C while the last sidecar is written: none of the outputs appears."""
-    import lensgen.plots
+    import lensgen.simulate.batch
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lensgen.plots, "simulation_preview", interrupt)
+    monkeypatch.setattr(lensgen.simulate.batch, "simulation_preview", interrupt)
     (tmp_path / "keep.txt").write_text("unrelated\n")
     before = snapshot(tmp_path)
-    res = _run("simulate", *TINY, "--out", tmp_path / "obs.fits")
+    res = run_cli("simulate", *TINY, "--out", tmp_path / "obs.fits")
     assert res.exit_code == 130
     assert "Traceback" not in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]  # no temporary files either
     assert snapshot(tmp_path) == before
     # A rerun needs no --overwrite.
     monkeypatch.undo()
-    assert _run("simulate", *TINY, "--out", tmp_path / "obs.fits").exit_code == 0
+    assert run_cli("simulate", *TINY, "--out", tmp_path / "obs.fits").exit_code == 0
 
 
 def test_resolved_config_reproduces_the_observation_bit_for_bit(tmp_path):
     """Distributions are resolved to the drawn values (and the latent, and the seed)."""
     first = tmp_path / "g.fits"
-    res = _run("simulate", "--config", EXAMPLE, "--npix", 24, "--seed", 7, "--out", first)
+    res = run_cli("simulate", "--config", EXAMPLE, "--npix", 24, "--seed", 7, "--out", first)
     assert res.exit_code == 0, res.output
     resolved = (tmp_path / "g.toml").read_text()
     assert "uniform" not in resolved and "normal" not in resolved and "seed = 7" in resolved
     again = tmp_path / "r.fits"
-    res = _run("simulate", "--config", tmp_path / "g.toml", "--out", again, "--no-preview")
+    res = run_cli("simulate", "--config", tmp_path / "g.toml", "--out", again, "--no-preview")
     assert res.exit_code == 0, res.output
     assert first.read_bytes() == again.read_bytes()
 
@@ -93,10 +94,12 @@ def test_resolved_config_reproduces_the_observation_bit_for_bit(tmp_path):
 def test_resolved_config_of_a_cube_keeps_its_distributions(tmp_path):
     cube = tmp_path / "cube.fits"
     args = ["--npix", 16, "--supersample", 1, "--n", 3, "--seed", 4]
-    res = _run("simulate", "--config", EXAMPLE, *args, "--out", cube)
+    res = run_cli("simulate", "--config", EXAMPLE, *args, "--out", cube)
     assert res.exit_code == 0, res.output
     assert "theta_E = { uniform = [" in (tmp_path / "cube.toml").read_text()
-    res = _run("simulate", "--config", tmp_path / "cube.toml", "--n", 3, "--out", tmp_path / "c2.fits")
+    res = run_cli(
+        "simulate", "--config", tmp_path / "cube.toml", "--n", 3, "--out", tmp_path / "c2.fits"
+    )
     assert res.exit_code == 0, res.output
     assert np.array_equal(fits.getdata(cube), fits.getdata(tmp_path / "c2.fits"))
 
@@ -120,7 +123,7 @@ def test_resolved_config_of_a_cube_keeps_its_distributions(tmp_path):
 )
 def test_bad_flags_are_one_line_errors(tmp_path, args, needles):
     before = snapshot(tmp_path)
-    res = _run("simulate", *TINY, *args, "--out", tmp_path / "obs.fits")
+    res = run_cli("simulate", *TINY, *args, "--out", tmp_path / "obs.fits")
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert isinstance(res.exception, SystemExit)
     for needle in needles:
@@ -162,13 +165,15 @@ def test_bad_config_values_are_one_line_errors(tmp_path, text, needles):
     cfg = tmp_path / "scene.toml"
     cfg.write_text(text)
     before = snapshot(tmp_path)
-    res = _run("simulate", "--config", cfg, "--npix", 16, "--supersample", 1, "--out", tmp_path / "o.fits")
+    res = run_cli(
+        "simulate", "--config", cfg, "--npix", 16, "--supersample", 1, "--out", tmp_path / "o.fits"
+    )
     assert_refused(res, before, *needles)
 
 
 def test_config_that_is_not_utf8_is_one_line_error(tmp_path):
     cfg = tmp_path / "scene.toml"
-    cfg.write_bytes('[noise]\nexptime = 100.0 # \u00e9\n'.encode("latin-1"))
+    cfg.write_bytes("[noise]\nexptime = 100.0 # \u00e9\n".encode("latin-1"))
     before = snapshot(tmp_path)
-    res = _run("simulate", "--config", cfg, *TINY, "--out", tmp_path / "o.fits")
+    res = run_cli("simulate", "--config", cfg, *TINY, "--out", tmp_path / "o.fits")
     assert_refused(res, before, "scene.toml", "UTF-8")

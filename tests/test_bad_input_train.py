@@ -27,12 +27,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from cli_helpers import assert_refused, snapshot
+from conftest import assert_refused, run_cli, snapshot
 from source_data import blob_dataset
-from typer.testing import CliRunner
 
 import lensgen.source.train as train_mod
-from lensgen.cli.app import app
 from lensgen.data import great3
 from lensgen.data.great3 import parse_branch
 from lensgen.data.synthetic import make_branch_tarball
@@ -42,7 +40,8 @@ from lensgen.source import flow as flowlib
 from lensgen.source import vae
 from lensgen.source.model import FLOW_FORMAT, load_source_model, load_vae_params, write_model_header
 
-runner = CliRunner()
+pytestmark = pytest.mark.float32  # as users run the command (32-bit JAX)
+
 BRANCH = "control-ground-constant"
 MICRO = """[model]
 latent_dim = 2
@@ -58,10 +57,6 @@ kl_warmup_steps = 4
 lr = 3e-3
 """
 FLOW = "[flow]\nmax_epochs = 100000\npatience = 100000\n"
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 # `python -m lensgen`, with Python's own SIGINT handler even where this process was
@@ -155,7 +150,7 @@ def test_train_vae_non_utf8_config(work):
     bad = work / "latin1.toml"
     bad.write_bytes("[train]\nepochs = 2  # caf\xe9\n".encode("latin-1"))
     before = snapshot(work)
-    assert_refused(_run("train-vae", bad, "-o", work / "run"), before, "latin1.toml", "UTF-8")
+    assert_refused(run_cli("train-vae", bad, "-o", work / "run"), before, "latin1.toml", "UTF-8")
     assert not (work / "run").exists()
 
 
@@ -163,15 +158,15 @@ def test_train_vae_non_utf8_config(work):
 def test_train_vae_out_is_a_file(work, sub):
     (work / "file").write_text("not a folder\n")
     before = snapshot(work)
-    assert_refused(_run("train-vae", work / "micro.toml", "-o", work / sub), before, "is a file")
-    assert_refused(_run("train-vae", "-o", work / sub, "--resume"), before, "file")
+    assert_refused(run_cli("train-vae", work / "micro.toml", "-o", work / sub), before, "is a file")
+    assert_refused(run_cli("train-vae", "-o", work / sub, "--resume"), before, "file")
 
 
 def test_train_vae_figures_folder_is_a_file(work):
     (work / "run").mkdir()
     (work / "run" / "figures").write_text("a file where the figures go\n")
     before = snapshot(work)
-    res = _run("train-vae", work / "micro.toml", "-o", work / "run", "--overwrite")
+    res = run_cli("train-vae", work / "micro.toml", "-o", work / "run", "--overwrite")
     assert_refused(res, before, "figures", "is a file")
 
 
@@ -192,13 +187,13 @@ def test_train_vae_bad_numbers(work, edit, key):
     cfg.write_text((work / "micro.toml").read_text().replace(edit, key))
     before = snapshot(work)
     name = key.split("\n")[-1].split(" =")[0]
-    assert_refused(_run("train-vae", cfg, "-o", work / "run"), before, "bad.toml", name)
+    assert_refused(run_cli("train-vae", cfg, "-o", work / "run"), before, "bad.toml", name)
     assert not (work / "run").exists()
 
 
 def test_train_vae_bad_epochs_flag(work):
     before = snapshot(work)
-    res = _run("train-vae", work / "micro.toml", "-o", work / "run", "--epochs", 0)
+    res = run_cli("train-vae", work / "micro.toml", "-o", work / "run", "--epochs", 0)
     assert_refused(res, before, "epochs")
     assert not (work / "run").exists()
 
@@ -215,7 +210,7 @@ def test_train_vae_unusable_dataset(work, case):
                   overwrite=True)  # fmt: skip
     before = snapshot(work)
     err = assert_refused(
-        _run("train-vae", work / "micro.toml", "-o", work / "run"), before, "d.fits"
+        run_cli("train-vae", work / "micro.toml", "-o", work / "run"), before, "d.fits"
     )
     words = {"empty": "no stamps", "no-train": "no training", "no-val": "no validation",
              "too-few": "batch_size", "nan": "NaN"}  # fmt: skip
@@ -237,7 +232,7 @@ def test_train_vae_ctrl_c_keeps_the_last_epoch_and_resumes(work, monkeypatch):
             signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(train_mod, "_save", save_then_ctrl_c)
-    res = _run("train-vae", work / "micro.toml", "-o", out)
+    res = run_cli("train-vae", work / "micro.toml", "-o", out)
     assert res.exit_code == 130 and "interrupted" in res.output, res.output
     assert "Traceback" not in res.output
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -248,8 +243,8 @@ def test_train_vae_ctrl_c_keeps_the_last_epoch_and_resumes(work, monkeypatch):
     metrics = [json.loads(s)["epoch"] for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics == [1]
     kept = snapshot(out)
-    assert_refused(_run("train-vae", work / "micro.toml", "-o", out), kept, "--resume")
-    res = _run("train-vae", "-o", out, "--resume")
+    assert_refused(run_cli("train-vae", work / "micro.toml", "-o", out), kept, "--resume")
+    res = run_cli("train-vae", "-o", out, "--resume")
     assert res.exit_code == 0, res.output
     metrics = [json.loads(s)["epoch"] for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics == [1, 2] and load_vae_params(out)[0]["epoch"] == 2
@@ -262,7 +257,7 @@ def test_fit_iaf_non_utf8_config(work):
     bad = work / "latin1.toml"
     bad.write_bytes("[flow]\nlr = 1e-3  # caf\xe9\n".encode("latin-1"))
     before = snapshot(work)
-    res = _run("fit-iaf", work / "model", "--config", bad, "--overwrite")
+    res = run_cli("fit-iaf", work / "model", "--config", bad, "--overwrite")
     assert_refused(res, before, "latin1.toml", "UTF-8")
 
 
@@ -275,33 +270,33 @@ def test_fit_iaf_bad_config_values(work, line):
     cfg = work / "bad.toml"
     cfg.write_text(f"[flow]\n{line}\n")
     before = snapshot(work)
-    res = _run("fit-iaf", work / "model", "--config", cfg, "--overwrite")
+    res = run_cli("fit-iaf", work / "model", "--config", cfg, "--overwrite")
     assert_refused(res, before, "bad.toml", line.split(" =")[0])
 
 
 def test_fit_iaf_not_a_model(work):
     before = snapshot(work)
-    assert_refused(_run("fit-iaf", work / "nothing"), before, "nothing", "not found")
-    assert_refused(_run("fit-iaf", work / "d.fits"), before, "d.fits", "is a file")
+    assert_refused(run_cli("fit-iaf", work / "nothing"), before, "nothing", "not found")
+    assert_refused(run_cli("fit-iaf", work / "d.fits"), before, "d.fits", "is a file")
     (work / "empty").mkdir()
     before = snapshot(work)
-    assert_refused(_run("fit-iaf", work / "empty"), before, "model.json")
+    assert_refused(run_cli("fit-iaf", work / "empty"), before, "model.json")
     (work / "model" / "model.json").write_text("{not json")
     before = snapshot(work)
-    assert_refused(_run("fit-iaf", work / "model", "--overwrite"), before, "model.json")
+    assert_refused(run_cli("fit-iaf", work / "model", "--overwrite"), before, "model.json")
 
 
 def test_fit_iaf_existing_outputs(work):
     model = work / "model"
     before = snapshot(work)
-    assert_refused(_run("fit-iaf", model), before, "already has a flow", "--overwrite")
+    assert_refused(run_cli("fit-iaf", model), before, "already has a flow", "--overwrite")
     (model / "flow.json").unlink()  # a stray flow.npz is not replaced silently either
     before = snapshot(work)
-    assert_refused(_run("fit-iaf", model), before, "flow.npz", "--overwrite")
+    assert_refused(run_cli("fit-iaf", model), before, "flow.npz", "--overwrite")
     shutil.rmtree(model / "figures")
     (model / "figures").write_text("a file where the figures go\n")
     before = snapshot(work)
-    assert_refused(_run("fit-iaf", model, "--overwrite"), before, "figures", "is a file")
+    assert_refused(run_cli("fit-iaf", model, "--overwrite"), before, "figures", "is a file")
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "other-size"])
@@ -312,7 +307,7 @@ def test_fit_iaf_bad_dataset(work, case):
     elif case == "other-size":
         blob_dataset(ds, n=20, size=16, psf=False)
     before = snapshot(work)
-    res = _run("fit-iaf", work / "model", "--dataset", ds, "--overwrite")
+    res = run_cli("fit-iaf", work / "model", "--dataset", ds, "--overwrite")
     assert_refused(res, before, "other.fits")
 
 
@@ -333,7 +328,7 @@ def test_fit_iaf_ctrl_c_waits_for_jax_then_stops(work, monkeypatch):
     monkeypatch.setattr(flowlib, "init_flow", ctrl_c_during_init)
     (work / "small.toml").write_text("[flow]\nn_layers = 1\nhidden = 4\n")
     before = snapshot(work)
-    res = _run("fit-iaf", work / "model", "--config", work / "small.toml", "--overwrite")
+    res = run_cli("fit-iaf", work / "model", "--config", work / "small.toml", "--overwrite")
     assert res.exit_code == 130 and "interrupted" in res.output, res.output
     assert len(done) == 1
     assert snapshot(work) == before
@@ -356,11 +351,11 @@ def test_fit_iaf_ctrl_c_keeps_the_previous_flow(work):
 def test_download_cache_dir_is_a_file(work):
     (work / "cache").write_text("not a folder\n")
     before = snapshot(work)
-    res = _run(
+    res = run_cli(
         "download-great3", "--synthetic", "--cache-dir", work / "cache", "-o", work / "o.fits"
     )
     assert_refused(res, before, "cache", "is a file")
-    res = _run("download-great3", "--synthetic", "--cache-dir", work / "cache" / "sub",
+    res = run_cli("download-great3", "--synthetic", "--cache-dir", work / "cache" / "sub",
                "-o", work / "o.fits")  # fmt: skip
     assert_refused(res, before, "cache", "is a file")
     assert not (work / "o.fits").exists()
@@ -369,9 +364,9 @@ def test_download_cache_dir_is_a_file(work):
 def test_download_output_checked_first(work):
     before = snapshot(work)
     args = ("download-great3", "--synthetic", "--cache-dir", work / "cache")
-    assert_refused(_run(*args, "-o", work / "d.fits"), before, "d.fits", "--overwrite")
-    assert_refused(_run(*args, "-o", work / "model", "--overwrite"), before, "model", "folder")
-    assert_refused(_run(*args, "-o", work / "no" / "o.fits"), before, "does not exist")
+    assert_refused(run_cli(*args, "-o", work / "d.fits"), before, "d.fits", "--overwrite")
+    assert_refused(run_cli(*args, "-o", work / "model", "--overwrite"), before, "model", "folder")
+    assert_refused(run_cli(*args, "-o", work / "no" / "o.fits"), before, "does not exist")
     assert not (work / "cache").exists()  # refused before the cache was made
 
 
@@ -384,7 +379,7 @@ def test_download_output_checked_first(work):
 )  # fmt: skip
 def test_download_bad_values(work, flags):
     before = snapshot(work)
-    res = _run("download-great3", "--synthetic", "--cache-dir", work / "cache",
+    res = run_cli("download-great3", "--synthetic", "--cache-dir", work / "cache",
                "-o", work / "o.fits", *flags)  # fmt: skip
     assert_refused(res, before, flags[0].strip("-").split("-")[0])
     assert not (work / "cache").exists()
@@ -395,7 +390,7 @@ def test_download_bad_values(work, flags):
 )
 def test_download_parser_refuses_out_of_range(work, flags):
     before = snapshot(work)
-    res = _run("download-great3", "--synthetic", "--cache-dir", work / "cache",
+    res = run_cli("download-great3", "--synthetic", "--cache-dir", work / "cache",
                "-o", work / "o.fits", *flags)  # fmt: skip
     assert res.exit_code == 2 and flags[0] in res.output and "Traceback" not in res.output
     assert snapshot(work) == before
@@ -480,7 +475,7 @@ def test_download_ctrl_c_then_rerun_resumes(tmp_path, monkeypatch):
     try:
         with monkeypatch.context() as m:
             m.setattr(great3.SourceStream, "_read_network", read_then_ctrl_c)
-            res = _run(*args)
+            res = run_cli(*args)
         assert res.exit_code == 130 and "interrupted" in res.output, res.output
         assert not (tmp_path / "d.fits").exists()
         cached = tmp_path / "cache" / f"{BRANCH}.tar.gz"
@@ -489,7 +484,7 @@ def test_download_ctrl_c_then_rerun_resumes(tmp_path, monkeypatch):
         entry = json.loads((tmp_path / "cache" / "manifest.json").read_text())["files"]
         assert entry[f"{BRANCH}.tar.gz"]["size"] == size
         mirror.log.clear()
-        res = _run(*args)
+        res = run_cli(*args)
         assert res.exit_code == 0, res.output
     finally:
         mirror.close()

@@ -8,6 +8,7 @@ from lensgen.config import (
     ConfigError,
     dumps_toml,
     from_dict,
+    load_config,
     load_toml,
     to_dict,
     with_overrides,
@@ -87,3 +88,50 @@ def test_simulate_config_sections_and_distributions(tmp_path):
     path.write_text("[noise]\nexptime = -5.0\n")
     with pytest.raises(ConfigError, match="exptime must be a finite number >= 0"):
         load_simulate_config(path)
+
+
+def test_load_config_layers_defaults_file_table_and_flags(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('name = "file"\n[train]\nsteps = 20\n')
+    assert load_config(Outer) == Outer()
+    cfg = load_config(Outer, path, {"train.lr": 0.5, "name": None})
+    assert cfg == Outer(name="file", train=Inner(lr=0.5, steps=20))
+    # The error names the flag that set the key, not the dotted key.
+    with pytest.raises(ConfigError, match=r"^--lr: .*lr must be > 0, got -1"):
+        load_config(Outer, path, {"train.lr": -1.0}, {"train.lr": "--lr"})
+    # One table of a file; others are refused.
+    flow = tmp_path / "flow.toml"
+    flow.write_text("[train]\nsteps = 3\n")
+    assert load_config(Inner, flow, table="train") == Inner(steps=3)
+    with pytest.raises(
+        ConfigError, match=r"flow.toml: unknown table 'train' \(expected \[flow\]\)"
+    ):
+        load_config(Inner, flow, table="flow")
+    # A file with a layout of its own is read by its parser, then overridden.
+    seen = {}
+
+    def parse(cls, data, where):
+        seen["where"] = where
+        return cls(name=data["name"].upper())
+
+    assert load_config(Outer, path, {"train.steps": 5}, parse=parse) == Outer(
+        name="FILE", train=Inner(steps=5)
+    )
+    assert seen["where"] == str(path)
+
+
+def test_overrides_of_one_table_are_checked_together():
+    @dataclass(frozen=True)
+    class Bounds:
+        low: float = 8.0
+        high: float = 10.0
+
+        def __post_init__(self):
+            if not self.low < self.high:
+                raise ConfigError(f"bounds reversed: {self.low} >= {self.high}")
+
+    # Applied one at a time, low = 11 would first meet high = 10 and fail.
+    assert with_overrides(Bounds(), {"low": 11.0, "high": 12.0}) == Bounds(11.0, 12.0)
+    flags = {"low": "--min", "high": "--max"}
+    with pytest.raises(ConfigError, match=r"^--min, --max: bounds reversed: 12.0 >= 11.0"):
+        with_overrides(Bounds(), {"low": 12.0, "high": 11.0}, flags)

@@ -3,11 +3,7 @@
 import dataclasses
 
 import pytest
-from typer.testing import CliRunner
-
-from lensgen.cli.app import app
-
-runner = CliRunner()
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +23,13 @@ def sersic_obs(tmp_path_factory):
         "--seed",
         "3",
     ]
-    result = runner.invoke(app, args)
+    result = run_cli(*args)
     assert result.exit_code == 0, result.output
     return path
 
 
 def test_show_priors_lists_the_model_parameters(sersic_obs, tmp_path):
-    result = runner.invoke(app, ["infer", str(sersic_obs), "--show-priors"])
+    result = run_cli(*["infer", str(sersic_obs), "--show-priors"])
     assert result.exit_code == 0, result.output
     lines = {
         line.split("=")[0].strip(): line.split("=", 1)[1].strip()
@@ -44,9 +40,7 @@ def test_show_priors_lists_the_model_parameters(sersic_obs, tmp_path):
     assert "source.0.R_sersic" in result.output
     priors = tmp_path / "p.toml"
     priors.write_text('[priors]\nlens.0.theta_e = "Normal(2, 1)"\n')
-    result = runner.invoke(
-        app, ["infer", str(sersic_obs), "--show-priors", "--priors", str(priors)]
-    )
+    result = run_cli(*["infer", str(sersic_obs), "--show-priors", "--priors", str(priors)])
     assert result.exit_code == 1
     assert "unknown parameter 'lens.0.theta_e'" in result.output and "theta_E" in result.output
 
@@ -56,7 +50,7 @@ def test_infer_map_on_a_simulated_file(sersic_obs, tmp_path):
 
     out = tmp_path / "out"
     args = ["infer", str(sersic_obs), "--method", "map", "--map-steps", "300", "--out", str(out)]
-    result = runner.invoke(app, [*args, "--map-restarts", "3"])
+    result = run_cli(*[*args, "--map-restarts", "3"])
     assert result.exit_code == 0, result.output
     assert "map_restarts = 3" in (out / "config.toml").read_text()
     assert {"posterior_map.nc", "summary_map.csv", "bestfit.png", "theta_E.png", "config.toml"} <= {
@@ -76,7 +70,7 @@ def test_infer_missing_exptime_names_the_keyword(sersic_obs, tmp_path):
     bare = write_observation(
         tmp_path / "bare.fits", dataclasses.replace(obs, noise_map=None, exptime=None)
     )
-    result = runner.invoke(app, ["infer", str(bare), "--out", str(tmp_path / "o")])
+    result = run_cli(*["infer", str(bare), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "EXPTIME" in result.output and "--exptime" in result.output
 
@@ -88,7 +82,7 @@ def test_demo_toy_runs_every_stage(tmp_path):
     args = ["demo", "--out", out, "--npix", 16, "--num-warmup", 20, "--num-samples", 20]
     args += ["--num-chains", 1, "--target-ess", 0, "--svi-steps", 40, "--map-steps", 60]
     args += ["--map-restarts", 1, "--seed", 0]
-    result = runner.invoke(app, [str(a) for a in args])
+    result = run_cli(*[str(a) for a in args])
     assert result.exit_code == 0, result.output
     assert "truth vs posterior" in result.output and "lens.0.theta_E" in result.output
     assert (out / "obs.fits").is_file()
@@ -110,7 +104,7 @@ def test_demo_seed_case_with_the_learned_source(tmp_path):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--npix", "40", "--num-warmup", "150"]
     args += ["--num-samples", "200", "--svi-steps", "600", "--seed", "0"]
-    result = runner.invoke(app, args)
+    result = run_cli(*args)
     assert result.exit_code == 0, result.output
     assert "truth vs posterior" in result.output and "lens.0.theta_E" in result.output
     for name in ("theta_E.png", "bestfit.png", "corner_nuts.png", "summary_nuts.csv"):

@@ -1,5 +1,5 @@
-"""Exact checks of the Newton polish, the Laplace covariance, the Laplace evidence and
-the search for distinct modes.
+"""Exact checks of the Newton polish, the Laplace covariance, the Laplace evidence,
+the search for distinct modes and the geometry estimate of the MAP starts.
 
 On a Gaussian prior with a Gaussian likelihood the posterior is Gaussian, so the
 Laplace approximation is exact: the mode, its covariance and log Z are known in
@@ -17,8 +17,10 @@ from numpyro.distributions import constraints
 from scipy.stats import multivariate_normal
 
 from lensgen.infer.mapfit import laplace
+from lensgen.infer.model import LikelihoodData
 from lensgen.infer.problem import Problem
 from lensgen.infer.programs import Programs
+from lensgen.infer.starts import estimate_geometry
 from lensgen.infer.subhalo_config import SubhaloConfig
 from lensgen.infer.subhalo_modes import find_modes, laplace_log_evidence
 
@@ -116,3 +118,24 @@ def test_find_modes_merges_duplicates_rejects_saddles_and_ranks_by_evidence():
         assert m.log_evidence == pytest.approx(exact, abs=1e-6)
     # The deeper well is also the narrower one: the difference is less than 2t.
     assert 0 < left.log_evidence - right.log_evidence < 2 * tilt
+
+
+@pytest.mark.parametrize("radius, cx, cy", [(1.7, 0.2, -0.1), (0.9, -0.3, 0.25)])
+def test_estimate_geometry_reads_a_ring(radius, cx, cy):
+    """A thin noiseless ring: its detected pixels give θ_E and the centre to a pixel."""
+    scale, n = 0.05, 100
+    xs = (np.arange(n) - (n - 1) / 2) * scale
+    x, y = np.meshgrid(xs, xs)
+    image = (np.abs(np.hypot(x - cx, y - cy) - radius) < 0.5 * scale).astype(float)
+    image[0, 0] = 0.5  # below 3σ: not part of the ring
+    data = LikelihoodData(
+        jnp.asarray(image), jnp.ones(image.shape, bool), jnp.full(image.shape, 0.2),
+        jnp.asarray(0.0), jnp.asarray(0.2),
+    )  # fmt: skip
+    problem = SimpleNamespace(data=data, scene=SimpleNamespace(pixel_scale=scale))
+    theta, ex, ey = estimate_geometry(problem)
+    assert theta == pytest.approx(radius, abs=0.2 * scale)
+    assert (ex, ey) == pytest.approx((cx, cy), abs=0.2 * scale)
+    # Nothing above 3σ: no estimate.
+    empty = SimpleNamespace(data=data._replace(image=jnp.zeros(image.shape)), scene=problem.scene)
+    assert estimate_geometry(empty) is None

@@ -11,8 +11,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "lensgen"
 
 LAYERS = (
-    ("lensgen", "lensgen.errors"),  # the version and the error types
-    ("lensgen.config", "lensgen.io"),  # TOML settings, files on disk, Ctrl-C
+    ("lensgen", "lensgen.errors", "lensgen.exports"),  # version, error types, lazy exports
+    ("lensgen.config", "lensgen.distributions", "lensgen.io"),  # settings, files, Ctrl-C
     ("lensgen.lensing",),  # physics: mass, light, ray-tracing, instrument, rendering
     ("lensgen.plots",),  # figures of lensing quantities
     ("lensgen.source",),  # the learned source: VAE, flow, training
@@ -101,3 +101,34 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from lensgen.infer.run import run_infer\n")
     assert imports(src) == {"lensgen.infer.run", "lensgen.infer.run.run_infer"}
+
+
+def test_no_module_imports_another_modules_private_names():
+    """Private names stay in their module; a package may share a private ``_module``."""
+    crossing = []
+    for path in PACKAGE.rglob("*.py"):
+        here = module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("lensgen")
+            ):
+                private_module = node.module.rsplit(".", 1)[-1].startswith("_")
+                same_package = node.module.rsplit(".", 1)[0] == here.rsplit(".", 1)[0]
+                for alias in node.names:
+                    if alias.name.startswith("_") and alias.name != "__version__":
+                        crossing.append(f"{here}: {node.module}.{alias.name}")
+                if private_module and not same_package:
+                    crossing.append(f"{here}: {node.module}")
+    assert not crossing, crossing
+
+
+def test_package_exports_resolve():
+    """Every name in a package's ``__all__`` exists (the public surface is real)."""
+    import importlib
+
+    for init in PACKAGE.rglob("__init__.py"):
+        package = importlib.import_module(module_name(init))
+        for name in getattr(package, "__all__", ()):
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"

@@ -66,7 +66,10 @@ def test_registry_matches_contract():
     assert MASS_PROFILES["TNFW"].params == ("Rs", "alpha_Rs", "r_trunc", "center_x", "center_y")
     assert MASS_PROFILES["SIE"].defaults == {"e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0}
     for name in SINGLE:
-        assert list(MASS_PROFILES[name].params) == LensModel([name]).lens_model.func_list[0].param_names
+        assert (
+            list(MASS_PROFILES[name].params)
+            == LensModel([name]).lens_model.func_list[0].param_names
+        )
 
 
 @pytest.mark.parametrize("name", SINGLE)
@@ -200,4 +203,6 @@ def test_float32_arctan_is_accurate_and_float64_exact():
     ref = np.arctan(x)
     fast = np.asarray(arctan(jnp.asarray(x, jnp.float32)), np.float64)
     assert np.max(np.abs(fast - ref)) < 2.5e-7
-    assert np.array_equal(np.asarray(arctan(jnp.asarray(x))), np.asarray(jnp.arctan(jnp.asarray(x))))
+    assert np.array_equal(
+        np.asarray(arctan(jnp.asarray(x))), np.asarray(jnp.arctan(jnp.asarray(x)))
+    )

@@ -3,22 +3,18 @@
 import numpy as np
 import pytest
 from astropy.io import fits
-from typer.testing import CliRunner
+from conftest import run_cli
 
-from lensgen.cli.app import app
 from lensgen.io.fits import read_observation
 
-runner = CliRunner()
+pytestmark = pytest.mark.float32  # as users run the command (32-bit JAX)
+
 SMALL = ["--npix", "40", "--pixel-scale", "0.15", "--supersample", "1"]
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_simulate_default_writes_fits_png_and_config(tmp_path):
     out = tmp_path / "obs.fits"
-    res = _run("simulate", "--rein", 2.3, *SMALL, "--out", out, "--seed", 1)
+    res = run_cli("simulate", "--rein", 2.3, *SMALL, "--out", out, "--seed", 1)
     assert res.exit_code == 0, res.output
     obs = read_observation(out)
     assert obs.truth["lens.0.theta_E"] == 2.3 and obs.scene["lens"] == ["SIS"]
@@ -40,7 +36,7 @@ def test_simulate_default_writes_fits_png_and_config(tmp_path):
 def test_same_seed_same_file_and_different_seed_differs(tmp_path):
     a, b, c = (tmp_path / f"{n}.fits" for n in "abc")
     for path, seed in ((a, 5), (b, 5), (c, 6)):
-        res = _run("simulate", *SMALL, "--seed", seed, "--out", path, "--no-preview")
+        res = run_cli("simulate", *SMALL, "--seed", seed, "--out", path, "--no-preview")
         assert res.exit_code == 0, res.output
     assert a.read_bytes() == b.read_bytes()
     assert not np.array_equal(fits.getdata(a), fits.getdata(c))
@@ -56,7 +52,7 @@ def test_batch_cube_with_parameter_table(tmp_path):
         "e1 = 0.0\ne2 = 0.0\ncenter_x = 0.0\ncenter_y = 0.0\n"
     )
     out = tmp_path / "cube.fits"
-    res = _run("simulate", "--config", cfg, *SMALL, "--n", 6, "--out", out, "--seed", 2)
+    res = run_cli("simulate", "--config", cfg, *SMALL, "--n", 6, "--out", out, "--seed", 2)
     assert res.exit_code == 0, res.output
     with fits.open(out) as hdul:
         assert hdul[0].data.shape == (6, 40, 40)
@@ -72,9 +68,13 @@ def test_batch_cube_with_parameter_table(tmp_path):
         .replace("{ uniform = [1.0, 2.0] }", repr(float(theta[3])))
         .replace("{ normal = [0.0, 0.05] }", repr(float(table["lens.0.e1"][3])))
     )
-    res = _run("simulate", "--config", single, *SMALL, "--out", tmp_path / "one.fits", "--no-preview")
+    res = run_cli(
+        "simulate", "--config", single, *SMALL, "--out", tmp_path / "one.fits", "--no-preview"
+    )
     assert res.exit_code == 0, res.output
-    np.testing.assert_allclose(fits.getdata(tmp_path / "one.fits", "MODEL"), models[3], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        fits.getdata(tmp_path / "one.fits", "MODEL"), models[3], rtol=1e-4, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_batch_cube_with_parameter_table(tmp_path):
 )
 def test_bad_values_are_one_line_errors(tmp_path, args, message):
     out = tmp_path / "bad.fits"
-    res = _run("simulate", *args, "--out", out)
+    res = run_cli("simulate", *args, "--out", out)
     assert res.exit_code == 1
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -95,30 +95,47 @@ def test_bad_values_are_one_line_errors(tmp_path, args, message):
 
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "o.fits"
-    assert _run("simulate", *SMALL, "--out", out, "--no-preview").exit_code == 0
+    assert run_cli("simulate", *SMALL, "--out", out, "--no-preview").exit_code == 0
     before = out.read_bytes()
-    res = _run("simulate", *SMALL, "--out", out, "--seed", 9, "--no-preview")
+    res = run_cli("simulate", *SMALL, "--out", out, "--seed", 9, "--no-preview")
     assert res.exit_code == 1 and "--overwrite" in res.output
     assert out.read_bytes() == before
-    assert _run("simulate", *SMALL, "--out", out, "--seed", 9, "--overwrite", "--no-preview").exit_code == 0
+    assert (
+        run_cli(
+            "simulate", *SMALL, "--out", out, "--seed", 9, "--overwrite", "--no-preview"
+        ).exit_code
+        == 0
+    )
     assert out.read_bytes() != before
 
 
 def test_config_errors_name_key_and_file(tmp_path):
     cfg = tmp_path / "sim.toml"
     cfg.write_text('[[lens]]\ntype = "SIE"\ntheta_E = 1.0\ne3 = 0.1\n')
-    res = _run("simulate", "--config", cfg, "--out", tmp_path / "o.fits")
+    res = run_cli("simulate", "--config", cfg, "--out", tmp_path / "o.fits")
     assert res.exit_code == 1 and "e3" in res.output
     cfg.write_text('[instrument]\npsf = "pixel"\npsf_file = "missing_psf.fits"\n')
-    res = _run("simulate", "--config", cfg, "--out", tmp_path / "o.fits")
+    res = run_cli("simulate", "--config", cfg, "--out", tmp_path / "o.fits")
     assert res.exit_code == 1 and "missing_psf.fits" in res.output
     cfg.write_text('[[lens]]\ntype = "SIE"\ntheta_E = 1.0\ne1 = 0.99\ne2 = 0.5\n')
-    res = _run("simulate", "--config", cfg, "--out", tmp_path / "o.fits")
+    res = run_cli("simulate", "--config", cfg, "--out", tmp_path / "o.fits")
     assert res.exit_code == 1 and "ellipticity |e|" in res.output
 
 
 def test_version_and_help():
-    res = _run("--version")
+    res = run_cli("--version")
     assert res.exit_code == 0 and res.output.startswith("lensgen ")
-    res = _run("simulate", "--help")
+    res = run_cli("simulate", "--help")
     assert res.exit_code == 0 and "--rein" in res.output
+
+
+def test_simulate_is_tested_in_32_bit_as_users_run_it(precision):
+    import jax
+
+    from lensgen.simulate import PARAMETRIC_SOURCE, InstrumentConfig, SimulateConfig
+    from lensgen.simulate.batch import simulate_batch
+
+    assert precision is False and not jax.config.jax_enable_x64
+    cfg = SimulateConfig(source=(PARAMETRIC_SOURCE,), instrument=InstrumentConfig(npix=16))
+    batch = simulate_batch(cfg, jax.random.key(0), 2)
+    assert batch.images.dtype == np.float32 and np.all(np.isfinite(batch.images))

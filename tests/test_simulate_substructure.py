@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from typer.testing import CliRunner
+from conftest import run_cli
 
-from lensgen.cli.app import app
 from lensgen.io.fits import read_observation
 from lensgen.lensing.render import Scene, make_renderer
 from lensgen.simulate.scene import load_simulate_config
 
-runner = CliRunner()
+pytestmark = pytest.mark.float32  # as users run the command (32-bit JAX)
+
 SMALL = ["--npix", "40", "--pixel-scale", "0.15", "--supersample", "1", "--source", "sersic"]
 BASE = (
     '[[lens]]\ntype = "SIS"\ntheta_E = 2.0\ncenter_x = 0.1\ncenter_y = -0.1\n'
@@ -24,15 +24,11 @@ SUB = (
 )
 
 
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
 def test_substructure_section_writes_table_and_changes_image(tmp_path):
     (tmp_path / "in_with.toml").write_text(BASE + SUB)
     (tmp_path / "in_without.toml").write_text(BASE)
     for name in ("with", "without"):
-        res = _run("simulate", "-c", tmp_path / f"in_{name}.toml", *SMALL[:6], "--seed", 3,
+        res = run_cli("simulate", "-c", tmp_path / f"in_{name}.toml", *SMALL[:6], "--seed", 3,
                    "--out", tmp_path / f"{name}.fits", "--no-preview")  # fmt: skip
         assert res.exit_code == 0, res.output
     obs = read_observation(tmp_path / "with.fits")
@@ -69,7 +65,7 @@ def test_substructure_section_writes_table_and_changes_image(tmp_path):
 
 def test_cli_flags_inject_one_subhalo_and_preview(tmp_path):
     out = tmp_path / "one.fits"
-    res = _run("simulate", *SMALL, "--n-subhalos", 2, "--subhalo-mass", "1e9", "--subhalo-x", 1.7,
+    res = run_cli("simulate", *SMALL, "--n-subhalos", 2, "--subhalo-mass", "1e9", "--subhalo-x", 1.7,
                "--subhalo-y", -1.2, "--out", out)  # fmt: skip
     assert res.exit_code == 0, res.output
     table = Table.read(out, hdu="SUBHALOS")
@@ -83,7 +79,7 @@ def test_cli_flags_inject_one_subhalo_and_preview(tmp_path):
 def test_batch_with_subhalos_has_vector_columns(tmp_path):
     (tmp_path / "sim.toml").write_text(BASE + SUB)
     out = tmp_path / "cube.fits"
-    res = _run("simulate", "-c", tmp_path / "sim.toml", *SMALL[:6], "--n", 3, "--out", out)
+    res = run_cli("simulate", "-c", tmp_path / "sim.toml", *SMALL[:6], "--n", 3, "--out", out)
     assert res.exit_code == 0, res.output
     with fits.open(out) as hdul:
         params = hdul["PARAMS"].data
@@ -108,17 +104,17 @@ def test_batch_with_subhalos_has_vector_columns(tmp_path):
 def test_bad_substructure_is_a_one_line_error(tmp_path, section, message):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(BASE + "[substructure]\n" + section)
-    res = _run("simulate", "-c", cfg, *SMALL, "--out", tmp_path / "o.fits")
+    res = run_cli("simulate", "-c", cfg, *SMALL, "--out", tmp_path / "o.fits")
     assert res.exit_code == 1, res.output
     assert message in res.output and "bad.toml" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "o.fits").exists()
 
 
 def test_incomplete_subhalo_flags_are_errors(tmp_path):
-    res = _run("simulate", *SMALL, "--subhalo-mass", "1e9", "--out", tmp_path / "o.fits")
+    res = run_cli("simulate", *SMALL, "--subhalo-mass", "1e9", "--out", tmp_path / "o.fits")
     assert res.exit_code == 1 and "--subhalo-x and --subhalo-y" in res.output
-    res = _run("simulate", *SMALL, "--subhalo-x", "1", "--out", tmp_path / "o.fits")
+    res = run_cli("simulate", *SMALL, "--subhalo-x", "1", "--out", tmp_path / "o.fits")
     assert res.exit_code == 1 and "need --subhalo-mass" in res.output
-    res = _run("simulate", *SMALL, "--subhalo-mass", "-1e9", "--subhalo-x", "1", "--subhalo-y", "0",
+    res = run_cli("simulate", *SMALL, "--subhalo-mass", "-1e9", "--subhalo-x", "1", "--subhalo-y", "0",
                "--out", tmp_path / "o.fits")  # fmt: skip
     assert res.exit_code == 1 and "inject_mass must be > 0" in res.output

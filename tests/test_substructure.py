@@ -7,21 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lensgen.errors import LensgenError
+from lensgen.errors import ConfigError, LensgenError
 from lensgen.lensing import raytrace
+from lensgen.lensing.halos import HaloConventions, concentration, tnfw_from_mass
 from lensgen.lensing.mass import MASS_PROFILES, MassProfile
 from lensgen.lensing.nfw import tnfw_convergence, tnfw_deflection
 from lensgen.lensing.substructure import (
     SUBHALO_PARAMS,
-    SubhaloPopulation,
-    concentration,
-    sample_masses,
-    sample_subhalos,
     subhalos_convergence,
     subhalos_deflection,
-    tnfw_from_mass,
 )
 from lensgen.lensing.units import lensing_units, tnfw_lensing_params
+from lensgen.simulate.population import SubhaloPopulation, sample_masses, sample_subhalos
 
 SUB_PROFILE = MassProfile(subhalos_deflection, subhalos_convergence, SUBHALO_PARAMS, {})
 
@@ -198,21 +195,50 @@ def test_mass_is_recovered_from_lensing_params():
 
 
 def test_concentration_relation_and_tnfw_from_mass(key):
-    pop = SubhaloPopulation(z_lens=0.0001, z_source=1.0)
+    halos = HaloConventions(z_lens=0.0001, z_source=1.0)
     h = 0.6766  # Planck18
-    assert float(concentration(2e12 / h, pop)) == pytest.approx(5.71, rel=1e-4)
-    assert float(concentration(2e10 / h, pop)) == pytest.approx(5.71 * 100**0.084, rel=1e-4)
-    assert float(concentration(1e9, SubhaloPopulation(concentration=15.0))) == 15.0
+    assert float(concentration(2e12 / h, halos)) == pytest.approx(5.71, rel=1e-4)
+    assert float(concentration(2e10 / h, halos)) == pytest.approx(5.71 * 100**0.084, rel=1e-4)
+    assert float(concentration(1e9, HaloConventions(concentration=15.0))) == 15.0
     pop = SubhaloPopulation(
         n_subhalos=0, tau=7.0, inject_mass=(2e9,), inject_x=(1.1,), inject_y=(0.4,)
     )
     d = sample_subhalos(key, pop, 2.0)
-    p = tnfw_from_mass(2e9, 1.1, 0.4, pop)
+    p = tnfw_from_mass(2e9, 1.1, 0.4, pop.halos)
     for k in SUBHALO_PARAMS:
         assert float(p[k]) == pytest.approx(float(d[k][0]), rel=1e-12)
     assert float(p["r_trunc"]) == pytest.approx(7.0 * float(p["Rs"]))
-    grad = jax.grad(lambda lm: tnfw_from_mass(10**lm, 1.1, 0.4, pop)["alpha_Rs"])(9.3)
+    grad = jax.grad(lambda lm: tnfw_from_mass(10**lm, 1.1, 0.4, pop.halos)["alpha_Rs"])(9.3)
     assert np.isfinite(grad) and grad > 0
+
+
+def test_halo_conventions_round_trip_through_header_cards():
+    halos = HaloConventions(
+        z_lens=0.3, z_source=1.5, cosmology="WMAP9", concentration=12.0, tau=8.0
+    )
+    cards = halos.header_cards()
+    assert cards == {"Z_LENS": 0.3, "Z_SOURCE": 1.5, "COSMO": "WMAP9", "TAU": 8.0, "CONC": 12.0}
+    assert HaloConventions.from_header(cards) == halos
+    assert HaloConventions.from_header(cards, tau=None, z_source=3.0).z_source == 3.0
+    assert HaloConventions.from_header({}) == HaloConventions()
+    assert SubhaloPopulation(z_lens=0.3, z_source=1.5, tau=8.0).halos == HaloConventions(
+        z_lens=0.3, z_source=1.5, tau=8.0
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"z_lens": 1.0, "z_source": 1.0}, "z_source must be greater than z_lens"),
+        ({"cosmology": "Planck99"}, "unknown cosmology 'Planck99'"),
+        ({"concentration": -1.0}, "concentration must be >= 0, got -1.0"),
+        ({"tau": 0.0}, "tau must be > 0, got 0.0"),
+        ({"tau": float("nan")}, "tau must be > 0, got nan"),
+    ],
+)
+def test_bad_halo_conventions_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        HaloConventions(**kwargs)
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,8 @@ import tarfile
 import jax
 import numpy as np
 from astropy.io import fits
-from typer.testing import CliRunner
+from conftest import run_cli
 
-from lensgen.cli.app import app
 from lensgen.data import stamps as st
 from lensgen.data.great3 import parse_branch
 from lensgen.data.synthetic import apply_shear, draw_galaxies, make_branch_tarball
@@ -66,7 +65,6 @@ def test_galaxy_distributions_and_pairs():
 
 
 def test_cli_synthetic_then_summary(tmp_path):
-    runner = CliRunner()
     out = tmp_path / "ds.fits"
     args = [
         "download-great3",
@@ -82,16 +80,16 @@ def test_cli_synthetic_then_summary(tmp_path):
         "--seed",
         "3",
     ]
-    res = runner.invoke(app, args)
+    res = run_cli(*args)
     assert res.exit_code == 0, res.output
     assert "S/N histogram" in res.output and f"wrote {out}" in res.output
     ds = read_dataset(out)
     assert 0 < len(ds) < 200 and ds.meta["branch"] == "control-ground-constant"
     assert ds.catalog["snr"].min() >= 15 and ds.catalog["snr"].max() <= 50
     assert len(ds.split_indices("val")) > 0
-    again = runner.invoke(app, ["download-great3", "--summary", str(out)])
+    again = run_cli(*["download-great3", "--summary", str(out)])
     assert again.exit_code == 0 and f"kept {len(ds)}" in again.output
-    res = runner.invoke(app, args)  # refuses to overwrite
+    res = run_cli(*args)  # refuses to overwrite
     assert res.exit_code == 1 and "--overwrite" in res.output
-    res = runner.invoke(app, ["download-great3", "--branch", "control-ground", "-o", str(out)])
+    res = run_cli(*["download-great3", "--branch", "control-ground", "-o", str(out)])
     assert res.exit_code == 1 and "unknown GREAT3 branch" in res.output

@@ -12,16 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_cli
 from source_data import blob_dataset
-from typer.testing import CliRunner
 
-from lensgen.cli.app import app
 from lensgen.errors import LensgenError
 from lensgen.source import flow, vae
 from lensgen.source.model import load_source_model, load_vae_params
 
+pytestmark = pytest.mark.float32  # as users run the command (32-bit JAX)
+
 TINY = Path(__file__).parents[1] / "examples" / "vae_tiny.toml"
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,9 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vae")
     blob_dataset(tmp / "d.fits", n=300, size=16)
     out = tmp / "run"
-    res = runner.invoke(
-        app, ["train-vae", str(TINY), "--dataset", str(tmp / "d.fits"), "-o", str(out)]
-    )
+    res = run_cli(*["train-vae", str(TINY), "--dataset", str(tmp / "d.fits"), "-o", str(out)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["fit-iaf", str(out)])
+    res = run_cli(*["fit-iaf", str(out)])
     assert res.exit_code == 0, res.output
     return tmp, out
 
@@ -86,24 +84,22 @@ def test_source_model_contract(trained, key):
 def test_bad_inputs_fail_cleanly(trained, tmp_path):
     tmp, out = trained
     sha = (out / "weights.npz").read_bytes()
-    res = runner.invoke(
-        app, ["train-vae", str(TINY), "--dataset", str(tmp / "d.fits"), "-o", str(out)]
-    )
+    res = run_cli(*["train-vae", str(TINY), "--dataset", str(tmp / "d.fits"), "-o", str(out)])
     assert res.exit_code == 1 and "--overwrite" in res.output
     assert (out / "weights.npz").read_bytes() == sha
-    res = runner.invoke(app, ["train-vae", str(TINY), "--dataset", str(tmp_path / "no.fits"),
+    res = run_cli(*["train-vae", str(TINY), "--dataset", str(tmp_path / "no.fits"),
                               "-o", str(tmp_path / "r")])  # fmt: skip
     assert res.exit_code == 1 and "no.fits" in res.output and not (tmp_path / "r").exists()
     bad = tmp_path / "bad.toml"
     bad.write_text(TINY.read_text().replace("latent_dim", "latent_dims"))
-    res = runner.invoke(app, ["train-vae", str(bad), "-o", str(tmp_path / "r")])
+    res = run_cli(*["train-vae", str(bad), "-o", str(tmp_path / "r")])
     assert res.exit_code == 1 and "latent_dims" in res.output and "latent_dim'" in res.output
     bad.write_text(TINY.read_text().replace("batch_size = 16", "batch_size = 0"))
-    res = runner.invoke(app, ["train-vae", str(bad), "-o", str(tmp_path / "r")])
+    res = run_cli(*["train-vae", str(bad), "-o", str(tmp_path / "r")])
     assert res.exit_code == 1 and "batch_size" in res.output
-    res = runner.invoke(app, ["fit-iaf", str(tmp_path)])
+    res = run_cli(*["fit-iaf", str(tmp_path)])
     assert res.exit_code == 1 and "model.json" in res.output
-    res = runner.invoke(app, ["fit-iaf", str(out)])
+    res = run_cli(*["fit-iaf", str(out)])
     assert res.exit_code == 1 and "already has a flow" in res.output
     nof = tmp_path / "noflow"
     nof.mkdir()

@@ -13,14 +13,13 @@ from scipy.signal import convolve2d
 from scipy.stats import norm
 from source_data import blob_dataset
 
-from lensgen.config import from_dict
+from lensgen.config import from_dict, with_overrides
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.modeldir import load_tree, save_tree
 from lensgen.source import vae
 from lensgen.source.model import load_source_model
 from lensgen.source.train import (
     TrainConfig,
-    config_replace,
     image_terms,
     load_train_config,
     log_norm,
@@ -125,7 +124,7 @@ MICRO = {"model": {"latent_dim": 2, "channels": [4], "dense": 8},
 
 def test_resume_after_interrupt_is_exact(tmp_path):
     blob_dataset(tmp_path / "d.fits", n=60, size=8)
-    cfg = config_replace(from_dict(TrainConfig, MICRO), data={"path": str(tmp_path / "d.fits")})
+    cfg = with_overrides(from_dict(TrainConfig, MICRO), {"data.path": str(tmp_path / "d.fits")})
     full = train(cfg, tmp_path / "full", figures=False)
 
     def stop(m):
@@ -155,7 +154,7 @@ def test_resume_after_interrupt_is_exact(tmp_path):
 def test_nan_stops_cleanly_keeping_last_good_checkpoint(tmp_path):
     blob_dataset(tmp_path / "d.fits", n=60, size=8)
     micro = {**MICRO, "train": {**MICRO["train"], "lr": 1e30, "clip_norm": 1e30}}
-    cfg = config_replace(from_dict(TrainConfig, micro), data={"path": str(tmp_path / "d.fits")})
+    cfg = with_overrides(from_dict(TrainConfig, micro), {"data.path": str(tmp_path / "d.fits")})
     with pytest.raises(LensgenError, match="non-finite .* epoch 1.*keeps epoch 0"):
         train(cfg, tmp_path / "run", figures=False)
     ckpt = np.load(tmp_path / "run" / "checkpoint.npz")
@@ -165,11 +164,12 @@ def test_nan_stops_cleanly_keeping_last_good_checkpoint(tmp_path):
 
 
 def test_missing_or_invalid_dataset(tmp_path):
-    cfg = config_replace(TrainConfig(), data={"path": str(tmp_path / "nope.fits")})
+    cfg = with_overrides(TrainConfig(), {"data.path": str(tmp_path / "nope.fits")})
     with pytest.raises(LensgenError, match="nope.fits"):
         train(cfg, tmp_path / "run")
     blob_dataset(tmp_path / "d.fits", n=40, size=12)
-    cfg = config_replace(TrainConfig(), data={"path": str(tmp_path / "d.fits")},
-                         train={"batch_size": 8})  # fmt: skip
+    cfg = with_overrides(
+        TrainConfig(), {"data.path": str(tmp_path / "d.fits"), "train.batch_size": 8}
+    )
     with pytest.raises(ConfigError, match="divisible"):
         train(cfg, tmp_path / "run2")

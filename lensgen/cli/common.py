@@ -1,11 +1,12 @@
-"""Shared CLI helpers: the console, one-line error reporting, progress bars."""
+"""Shared CLI helpers: the console, one-line error reporting, progress bars, flag overrides."""
 
 from __future__ import annotations
 
 import functools
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -32,6 +33,23 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def flag_overrides(
+    keys: Mapping[str, str], values: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Config overrides from a command's flags, and the flag of each key (for errors).
+
+    ``keys`` is the command's table of ``parameter name → dotted config key``
+    (``{"epochs": "train.epochs"}``), the one place a flag is tied to a key; the flag is
+    the parameter name as Typer spells it (``--epochs``). ``values`` holds the
+    parameters (a command passes its ``locals()``); None means the flag was not given.
+    Paths become strings, as config files hold them.
+    """
+    overrides = {
+        key: str(values[name]) if isinstance(values[name], Path) else values[name]
+        for name, key in keys.items()
+    }
+    flags = {key: "--" + name.replace("_", "-") for name, key in keys.items()}
+    return overrides, flags
 
 
 def seed_option(default: int | None, help: str) -> Any:

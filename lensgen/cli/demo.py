@@ -6,7 +6,23 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, double_precision, progress, seed_option, stage_reporter
+from lensgen.cli.common import (
+    console,
+    double_precision,
+    flag_overrides,
+    progress,
+    seed_option,
+    stage_reporter,
+)
+
+KEYS = {
+    name: name
+    for name in (
+        "rein", "npix", "num_warmup", "num_samples", "num_chains", "target_ess", "svi_steps",
+        "map_steps", "map_restarts", "source_model",
+    )
+}  # fmt: skip
+"""The :class:`~lensgen.infer.demo.DemoConfig` key each flag overrides."""
 
 
 def demo(
@@ -33,20 +49,10 @@ def demo(
     ),
 ) -> None:
     """The main job end to end: simulate a lens, fit it with NUTS and SVI, compare with the truth."""
+    from lensgen.config import load_config
     from lensgen.infer.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(
-        rein=rein,
-        npix=npix,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        target_ess=target_ess,
-        svi_steps=svi_steps,
-        map_steps=map_steps,
-        map_restarts=map_restarts,
-        source_model="" if source_model is None else str(source_model),
-    )
+    cfg = load_config(DemoConfig, None, *flag_overrides(KEYS, locals()))
     double_precision()
     with progress(transient=True) as bar:
         run_demo(cfg, out, seed=seed, overwrite=overwrite, console=console,

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, seed_option
+from lensgen.cli.common import console, flag_overrides, seed_option
 from lensgen.io.interrupt import deferred_interrupt
+
+KEYS = {"dataset": "dataset", "seed": "seed"}
+"""The ``[flow]`` key each flag overrides."""
 
 
 def fit_iaf(
@@ -22,7 +25,7 @@ def fit_iaf(
         from lensgen.source.fit import fit_iaf as run
         from lensgen.source.fit import load_flow_config
 
-        cfg = load_flow_config(config, {"dataset": dataset, "seed": seed})
+        cfg = load_flow_config(config, *flag_overrides(KEYS, locals()))
         rep = run(model_dir, cfg, overwrite=overwrite, on_status=console.print)
     console.print(
         f"held-out log-likelihood per dimension: flow {rep['val_loglik_per_dim_flow']:.3f}, "

@@ -6,7 +6,33 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, double_precision, progress, seed_option, stage_reporter
+from lensgen.cli.common import (
+    console,
+    double_precision,
+    flag_overrides,
+    progress,
+    seed_option,
+    stage_reporter,
+)
+
+KEYS = {
+    name: name
+    for name in (
+        "method", "priors", "source_model", "lens", "source", "lens_light", "latent_prior",
+        "likelihood", "mask", "exptime", "background_rms", "num_chains", "num_warmup",
+        "num_samples", "target_ess", "target_accept", "max_tree_depth", "svi_guide",
+        "svi_steps", "svi_lr", "map_steps", "map_restarts",
+    )
+}  # fmt: skip
+"""The :class:`~lensgen.infer.problem.InferConfig` key each flag overrides."""
+
+SUBHALO_KEYS = {
+    "subhalos": "n_subhalos",
+    "subhalo_mass_min": "log10_m_min",
+    "subhalo_mass_max": "log10_m_max",
+    "subhalo_threshold": "threshold",
+}
+"""The :class:`~lensgen.infer.subhalo_config.SubhaloConfig` key each subhalo flag overrides."""
 
 
 def infer(
@@ -119,45 +145,20 @@ def infer(
     ),
 ) -> None:
     """Posterior of lens and source parameters (NUTS, SVI or MAP) with the learned source."""
-    import math
-
+    from lensgen.config import load_config
     from lensgen.errors import LensgenError
     from lensgen.infer.run import load_infer_config, prior_table, run_infer
+    from lensgen.infer.subhalo_config import SubhaloConfig
 
     if subhalos < 0:
         raise LensgenError(f"--subhalos must be >= 0 (0: no subhalo search), got {subhalos}")
-    for flag, value in (("--subhalo-mass-min", subhalo_mass_min),
-                        ("--subhalo-mass-max", subhalo_mass_max),
-                        ("--subhalo-threshold", subhalo_threshold)):  # fmt: skip
-        if not math.isfinite(value):
-            raise LensgenError(f"{flag} must be a finite number, got {value}")
-    cfg = load_infer_config(
-        config,
-        {
-            "method": method,
-            "priors": None if priors is None else str(priors),
-            "source_model": None if source_model is None else str(source_model),
-            "lens": None if lens is None else [s.strip() for s in lens.split(",") if s.strip()],
-            "source": source,
-            "lens_light": lens_light,
-            "latent_prior": latent_prior,
-            "likelihood": likelihood,
-            "mask": None if mask is None else str(mask),
-            "exptime": exptime,
-            "background_rms": background_rms,
-            "num_chains": num_chains,
-            "num_warmup": num_warmup,
-            "num_samples": num_samples,
-            "target_ess": target_ess,
-            "target_accept": target_accept,
-            "max_tree_depth": max_tree_depth,
-            "svi_guide": svi_guide,
-            "svi_steps": svi_steps,
-            "svi_lr": svi_lr,
-            "map_steps": map_steps,
-            "map_restarts": map_restarts,
-        },
-    )
+    if lens is not None:
+        lens = [s.strip() for s in lens.split(",") if s.strip()]
+    cfg = load_infer_config(config, *flag_overrides(KEYS, locals()))
+    sub_overrides, sub_flags = flag_overrides(SUBHALO_KEYS, locals())
+    sub_overrides["n_subhalos"] = subhalos or None  # 0: no search, the settings are checked
+    sub_overrides["method"] = cfg.method if cfg.method in ("nuts", "svi") else "laplace"
+    sub = load_config(SubhaloConfig, None, sub_overrides, sub_flags)
     if show_priors:
         typer.echo(prior_table(cfg, obs), nl=False)
         return
@@ -166,15 +167,7 @@ def infer(
     double_precision()
     if subhalos > 0:
         from lensgen.infer.subhalo_report import run_subhalo_infer
-        from lensgen.infer.substructure import SubhaloConfig
 
-        sub = SubhaloConfig(
-            n_subhalos=subhalos,
-            log10_m_min=subhalo_mass_min,
-            log10_m_max=subhalo_mass_max,
-            threshold=subhalo_threshold,
-            method=cfg.method if cfg.method in ("nuts", "svi") else "laplace",
-        )
         run_subhalo_infer(cfg, sub, obs, out, seed=seed, overwrite=overwrite, console=console)
         return
     with progress(transient=True) as bar:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, seed_option
+from lensgen.cli.common import console, flag_overrides, seed_option
 
 
 class LensChoice(StrEnum):
@@ -22,15 +22,16 @@ class SourceChoice(StrEnum):
     sersic = "sersic"
 
 
-FLAGS = {
-    "instrument.npix": "--npix",
-    "instrument.pixel_scale": "--pixel-scale",
-    "instrument.supersample": "--supersample",
-    "instrument.psf_fwhm": "--psf-fwhm",
-    "noise.exptime": "--exptime",
-    "noise.background_rms": "--background-rms",
+KEYS = {
+    "npix": "instrument.npix",
+    "pixel_scale": "instrument.pixel_scale",
+    "supersample": "instrument.supersample",
+    "psf_fwhm": "instrument.psf_fwhm",
+    "exptime": "noise.exptime",
+    "background_rms": "noise.background_rms",
 }
-"""The config key each instrument and noise flag sets."""
+"""The config key each instrument and noise flag overrides (the lens, source and
+subhalo flags edit components: :func:`lensgen.simulate.scene.apply_flags`)."""
 
 
 def simulate(
@@ -101,7 +102,6 @@ def simulate(
     ),
 ) -> None:
     """Render a lensed observation (FITS + PNG preview): ray-shooting, source, PSF, noise."""
-    from lensgen.config import with_overrides
     from lensgen.simulate.batch import run_simulate
     from lensgen.simulate.scene import (
         PARAMETRIC_SOURCE,
@@ -110,18 +110,11 @@ def simulate(
         load_simulate_config,
     )
 
-    cfg = load_simulate_config(config)
-    cfg = apply_flags(cfg, rein=rein, lens=None if lens is None else lens.value, model_dir=model_dir)
+    cfg = load_simulate_config(config, *flag_overrides(KEYS, locals()))
+    cfg = apply_flags(
+        cfg, rein=rein, lens=None if lens is None else lens.value, model_dir=model_dir
+    )
     cfg = apply_subhalo_flags(cfg, n_subhalos, subhalo_mass, subhalo_x, subhalo_y)
-    values = {
-        "instrument.npix": npix,
-        "instrument.pixel_scale": pixel_scale,
-        "instrument.supersample": supersample,
-        "instrument.psf_fwhm": psf_fwhm,
-        "noise.exptime": exptime,
-        "noise.background_rms": background_rms,
-    }
-    cfg = with_overrides(cfg, values, FLAGS)
     if source == SourceChoice.sersic:
         cfg = dataclasses.replace(cfg, source=(PARAMETRIC_SOURCE,))
     path = run_simulate(

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import typer
 
-from lensgen.cli.common import console, progress, seed_option
+from lensgen.cli.common import console, flag_overrides, progress, seed_option
 from lensgen.errors import ConfigError
 from lensgen.io.interrupt import deferred_interrupt
+
+KEYS = {"dataset": "data.path", "epochs": "train.epochs", "seed": "train.seed"}
+"""The config key each flag overrides."""
 
 
 def train_vae(
@@ -26,15 +29,15 @@ def train_vae(
     with deferred_interrupt():  # Ctrl-C at safe points only, also during the imports
         from lensgen.source.train import check_workdir, load_train_config, resume_config, train
 
-        overrides = {"data.path": dataset, "train.epochs": epochs, "train.seed": seed}
+        overrides, flags = flag_overrides(KEYS, locals())
         if resume:
             check_workdir(out, resume, overwrite)
-            given = load_train_config(config, overrides) if config is not None else None
+            given = load_train_config(config, overrides, flags) if config is not None else None
             cfg = resume_config(out, given, epochs)
         else:
             if config is None:
                 raise ConfigError("train-vae: CONFIG is required unless --resume is given")
-            cfg = load_train_config(config, overrides)
+            cfg = load_train_config(config, overrides, flags)
         with progress() as bar:
             task = bar.add_task("train-vae", total=None, status="compiling")
 

@@ -28,6 +28,7 @@ from lensgen.data.great3 import (
     resolve_tarball,
     sha256_file,
 )
+from lensgen.data.synthetic import make_branch_tarball
 from lensgen.data.tarstream import CorruptArchiveError, iter_subfields
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import check_outputs
@@ -136,8 +137,6 @@ def _tarball(config: Great3Config, cache: Path, manifest: Manifest, on_status) -
     branch = parse_branch(config.branch)
     if config.synthetic:
         import jax
-
-        from lensgen.data.synthetic import make_branch_tarball
 
         folder = cache / "synthetic" / f"grid{config.synthetic_grid}-seed{config.seed}"
         n_images = config.max_images or 3

@@ -19,7 +19,18 @@ import jax
 import numpy as np
 
 from lensgen.errors import ConfigError
-from lensgen.infer.run import InferConfig, InferenceResult
+from lensgen.infer.outputs import check_run_outputs, infer_outputs
+from lensgen.infer.run import (
+    InferConfig,
+    InferenceResult,
+    build_problem,
+    run_inference,
+    warn_unfitted,
+    write_run,
+)
+from lensgen.io.fits import read_observation, write_observation
+from lensgen.simulate.batch import simulate_observation
+from lensgen.simulate.scene import Component, SimulateConfig, SourceModelConfig
 
 FIELD_OF_VIEW = 8.0
 """Side of the simulated image, arcsec (``lensgen simulate``'s 100 × 0.08″)."""
@@ -49,13 +60,12 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rein) and self.rein > 0):
-            raise ConfigError(f"--rein must be a finite number > 0 (arcsec), got {self.rein}")
+            raise ConfigError(f"rein must be a finite number > 0 (arcsec), got {self.rein}")
         least = {"npix": 16, "num_chains": 1, "num_samples": 1, "num_warmup": 0,
                  "target_ess": 0, "svi_steps": 0, "map_steps": 1, "map_restarts": 1}  # fmt: skip
         for name, low in least.items():
             if getattr(self, name) < low:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} must be >= {low}, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not 1 <= self.max_tree_depth <= 15:
             raise ConfigError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
 
@@ -78,9 +88,6 @@ class DemoConfig:
 def simulate_seed_case(cfg: DemoConfig, seed: int):
     """The seed case observation: SIS θ_E = ``rein``, learned source, default noise."""
     import jax
-
-    from lensgen.simulate.batch import simulate_observation
-    from lensgen.simulate.scene import Component, SimulateConfig, SourceModelConfig
 
     sim = SimulateConfig()
     lens = (Component("SIS", {"theta_E": cfg.rein, "center_x": 0.0, "center_y": 0.0}),)
@@ -128,9 +135,6 @@ def run_demo(
     ``--overwrite``. ``progress(stage, done, total, status)`` is called as the stages
     advance.
     """
-    from lensgen.infer.outputs import check_run_outputs, infer_outputs
-    from lensgen.infer.run import build_problem, run_inference, warn_unfitted, write_run
-    from lensgen.io.fits import read_observation, write_observation
 
     infer_cfg = cfg.infer_config()
     out = Path(out)

@@ -246,9 +246,7 @@ def find_map(key, problem: Problem, config: InferConfig) -> MapResult:
             "there. Try more --map-restarts / --map-steps, or check the model and noise map",
             stacklevel=2,
         )
-    return MapResult(
-        point, mode, chi2, np.asarray(losses[best]), final, time.perf_counter() - t0
-    )
+    return MapResult(point, mode, chi2, np.asarray(losses[best]), final, time.perf_counter() - t0)
 
 
 def map_from_mode(problem: Problem, mode: Mode, like: MapResult) -> MapResult:

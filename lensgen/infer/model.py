@@ -38,7 +38,7 @@ non-differentiable in the data's continuous, background-subtracted values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +47,9 @@ import numpyro.distributions as dist
 
 from lensgen.errors import LensgenError
 from lensgen.infer.priors import Prior
+from lensgen.lensing.halos import HaloConventions, tnfw_from_mass
+from lensgen.lensing.light import LIGHT_PROFILES
+from lensgen.lensing.mass import MASS_PROFILES
 from lensgen.source.model import SOURCE_PARAMS, interpol_params
 
 VAE_PARAMS = SOURCE_PARAMS
@@ -61,8 +64,8 @@ class ModelSpec:
 
     ``subhalos`` > 0 adds that many truncated-NFW subhalos, sampled as
     ``subhalo.<k>.log10_m`` / ``center_x`` / ``center_y`` and converted to lenstronomy
-    "TNFW" parameters with :func:`lensgen.lensing.substructure.tnfw_from_mass` under
-    ``population`` (redshifts, cosmology, concentration, truncation); they are appended
+    "TNFW" parameters with :func:`lensgen.lensing.halos.tnfw_from_mass` under
+    ``halos`` (redshifts, cosmology, concentration, truncation); they are appended
     to the lens list after ``lens``, so the renderer's scene needs ``("TNFW",) * subhalos``
     there.
     """
@@ -73,7 +76,7 @@ class ModelSpec:
     latent: Literal["flow", "normal"] = "normal"
     likelihood: Literal["gaussian", "poisson"] = "gaussian"
     subhalos: int = 0
-    population: Any = None
+    halos: HaloConventions | None = None
 
 
 class LikelihoodData(NamedTuple):
@@ -95,14 +98,11 @@ class LikelihoodData(NamedTuple):
 def component_params(group: str, name: str) -> tuple[str, ...]:
     """Parameter names of one component (what the model may sample)."""
     if group == "lens":
-        from lensgen.lensing.mass import MASS_PROFILES
-
         if name not in MASS_PROFILES:
             raise LensgenError(f"unknown lens model {name!r}; choose from {sorted(MASS_PROFILES)}")
         return tuple(MASS_PROFILES[name].params)
     if name == "vae":
         return VAE_PARAMS
-    from lensgen.lensing.light import LIGHT_PROFILES
 
     if name not in LIGHT_PROFILES or name == "INTERPOL":
         raise LensgenError(
@@ -144,12 +144,10 @@ def build_params(spec: ModelSpec, priors: dict[str, Prior], source_model=None) -
     for i, lens in enumerate(spec.lens):
         params["lens"].append(_sample_component("lens", i, component_params("lens", lens), priors))
     if spec.subhalos:
-        from lensgen.lensing.substructure import tnfw_from_mass
-
         for k in range(spec.subhalos):
             sub = _sample_component("subhalo", k, SUBHALO_SITES, priors)
             m200 = 10.0 ** jnp.asarray(sub["log10_m"])
-            tnfw = tnfw_from_mass(m200, sub["center_x"], sub["center_y"], spec.population)
+            tnfw = tnfw_from_mass(m200, sub["center_x"], sub["center_y"], spec.halos)
             params["lens"].append(tnfw)
     src = _sample_component("source", 0, component_params("source", spec.source), priors)
     if spec.source == "vae":

@@ -9,157 +9,35 @@ the truth of a simulation. A prior is written either as a string
     lens.0.theta_E = "Uniform(0.5, 4.0)"
     lens.0.center_x = "Fixed(0.0)"
 
-or as a table ``lens.0.theta_E = { dist = "Normal", loc = 2.0, scale = 0.5 }``.
-``Fixed(v)`` removes the parameter from the sampled set.
+or in any other form of the grammar of :mod:`lensgen.distributions`
+(``lens.0.theta_E = { normal = [2.0, 0.5] }``). ``Fixed(v)`` or a plain number removes
+the parameter from the sampled set.
 """
 
 from __future__ import annotations
 
-import ast
 import math
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from lensgen.config import load_toml, suggest
+from lensgen.distributions import DISTRIBUTIONS, Distribution, parse_distribution
 from lensgen.errors import ConfigError
 
-#: distribution name -> argument names, in positional order.
-DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
-    "Normal": ("loc", "scale"),
-    "LogNormal": ("loc", "scale"),
-    "Uniform": ("low", "high"),
-    "TruncatedNormal": ("loc", "scale", "low", "high"),
-    "HalfNormal": ("scale",),
-    "Fixed": ("value",),
-}
+DIST_NAMES = {name.lower() for name in DISTRIBUTIONS}
 
-_CALL = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$")
-
-
-@dataclass(frozen=True)
-class Prior:
-    """A univariate prior: a distribution name from :data:`DISTRIBUTIONS` and its arguments."""
-
-    dist: str
-    args: tuple[float, ...]
-
-    @property
-    def fixed(self) -> bool:
-        return self.dist == "Fixed"
-
-    def __str__(self) -> str:
-        return f"{self.dist}({', '.join(f'{a:g}' for a in self.args)})"
-
-    def to_numpyro(self):
-        """The matching ``numpyro.distributions`` object (not for ``Fixed``)."""
-        import numpyro.distributions as dist
-
-        a = self.args
-        if self.dist == "Normal":
-            return dist.Normal(a[0], a[1])
-        if self.dist == "LogNormal":
-            return dist.LogNormal(a[0], a[1])
-        if self.dist == "Uniform":
-            return dist.Uniform(a[0], a[1])
-        if self.dist == "TruncatedNormal":
-            return dist.TruncatedNormal(a[0], a[1], low=a[2], high=a[3])
-        if self.dist == "HalfNormal":
-            return dist.HalfNormal(a[0])
-        raise ValueError(f"prior {self} has no distribution (it is fixed)")
-
-    def support(self) -> tuple[float, float]:
-        """Interval holding the prior mass (used for initial values and checks)."""
-        a = self.args
-        if self.dist in ("Uniform",):
-            return a[0], a[1]
-        if self.dist == "TruncatedNormal":
-            return a[2], a[3]
-        if self.dist in ("LogNormal", "HalfNormal"):
-            return 0.0, math.inf
-        if self.dist == "Fixed":
-            return a[0], a[0]
-        return -math.inf, math.inf
-
-
-def _check(dist: str, args: tuple[float, ...], where: str) -> Prior:
-    names = DISTRIBUTIONS[dist]
-    if len(args) != len(names):
-        raise ConfigError(
-            f"{where}: {dist} takes {len(names)} argument(s) ({', '.join(names)}), got {len(args)}"
-        )
-    if not all(math.isfinite(a) for a in args):
-        raise ConfigError(f"{where}: {dist} arguments must be finite numbers, got {args}")
-    values = dict(zip(names, args, strict=True))
-    if "scale" in values and values["scale"] <= 0:
-        raise ConfigError(f"{where}: {dist} scale must be > 0, got {values['scale']}")
-    if "low" in values and not values["low"] < values["high"]:
-        raise ConfigError(
-            f"{where}: {dist} needs low < high, got {values['low']}, {values['high']}"
-        )
-    return Prior(dist, tuple(float(a) for a in args))
-
-
-def _dist_name(name: str, where: str) -> str:
-    if name not in DISTRIBUTIONS:
-        raise ConfigError(
-            f"{where}: unknown distribution '{name}'{suggest(name, list(DISTRIBUTIONS))}"
-        )
-    return name
+Prior = Distribution
+"""A prior is a :class:`~lensgen.distributions.Distribution` of one parameter."""
 
 
 def parse_prior(value: Any, where: str) -> Prior:
-    """Parse ``"Normal(2.0, 0.5)"``, a number (fixed) or a ``{dist = ..., ...}`` table.
+    """Parse one prior in the distribution grammar of :mod:`lensgen.distributions`."""
+    return parse_distribution(value, where)
 
-    Raises
-    ------
-    ConfigError
-        Naming ``where`` and what is wrong (unknown distribution, argument count or
-        names, non-positive scale, low ≥ high).
-    """
-    if isinstance(value, bool):
-        raise ConfigError(
-            f'{where}: expected a distribution like "Normal(2.0, 0.5)", got {value!r}'
-        )
-    if isinstance(value, (int, float)):
-        return _check("Fixed", (float(value),), where)
-    if isinstance(value, str):
-        match = _CALL.match(value)
-        if not match:
-            raise ConfigError(
-                f'{where}: cannot parse {value!r}; write a distribution like "Normal(2.0, 0.5)"'
-            )
-        name = _dist_name(match.group(1), where)
-        try:
-            parsed = ast.literal_eval(f"({match.group(2)},)") if match.group(2).strip() else ()
-        except (ValueError, SyntaxError):
-            raise ConfigError(f"{where}: arguments of {value!r} must be numbers") from None
-        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in parsed):
-            raise ConfigError(f"{where}: arguments of {value!r} must be numbers")
-        return _check(name, tuple(float(a) for a in parsed), where)
-    if isinstance(value, Mapping):
-        if "dist" not in value:
-            raise ConfigError(f"{where}: a prior table needs a 'dist' key, e.g. dist = \"Normal\"")
-        name = _dist_name(str(value["dist"]), where)
-        names = DISTRIBUTIONS[name]
-        for k in value:
-            if k != "dist" and k not in names:
-                raise ConfigError(
-                    f"{where}: unknown argument '{k}' for {name}{suggest(k, list(names))}"
-                )
-        missing = [n for n in names if n not in value]
-        if missing:
-            raise ConfigError(f"{where}: {name} is missing argument(s) {', '.join(missing)}")
-        args = []
-        for n in names:
-            v = value[n]
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}.{n}: expected a number, got {v!r}")
-            args.append(float(v))
-        return _check(name, tuple(args), where)
-    raise ConfigError(f"{where}: expected a distribution string or table, got {value!r}")
+
+def _is_distribution(value: Mapping[str, Any]) -> bool:
+    return "dist" in value or (len(value) == 1 and str(next(iter(value))).lower() in DIST_NAMES)
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -167,7 +45,7 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and "dist" not in value:
+        if isinstance(value, Mapping) and not _is_distribution(value):
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = value

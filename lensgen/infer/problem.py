@@ -31,8 +31,11 @@ from lensgen.infer.model import (
     parameter_names,
     source_light_names,
 )
-from lensgen.infer.priors import Prior, load_priors, resolve_priors
+from lensgen.infer.priors import Prior, format_priors, load_priors, resolve_priors
 from lensgen.infer.programs import Programs
+from lensgen.io.fits import read_observation
+from lensgen.lensing.render import Scene, make_renderer
+from lensgen.source.model import load_source_model
 
 GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal")
 
@@ -277,15 +280,12 @@ def build_problem(
     config: InferConfig, obs, source_model=None, mask: np.ndarray | None = None
 ) -> Problem:
     """The model of ``obs`` under ``config`` (loads the source model and priors as needed)."""
-    from lensgen.lensing.render import Scene, make_renderer
 
     lens, source, light = _scene_defaults(config, obs.scene, str(obs.path or "observation"))
     kind, sigma, exptime, bkg = _likelihood(config, obs)
     latent = "normal"
     if source == "vae":
         if source_model is None:
-            from lensgen.source.model import load_source_model
-
             use_flow = False if config.latent_prior == "normal" else None
             source_model = load_source_model(config.source_model or None, use_flow=use_flow)
         if config.latent_prior == "flow" and not source_model.has_flow:
@@ -388,14 +388,12 @@ def load_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
 
 def prior_table(config: InferConfig, obs_path: str | Path | None = None) -> str:
     """The resolved priors of the model ``config`` gives for ``obs_path`` (or no file), as TOML."""
-    from lensgen.io.fits import read_observation
 
     scene = read_observation(obs_path).scene if obs_path is not None else None
     lens, source, light = _scene_defaults(config, scene, str(obs_path))
     spec = ModelSpec(lens=lens, source=source, lens_light=light)
     overrides = load_priors(config.priors) if config.priors else {}
     priors = resolve_priors(parameter_names(spec), overrides, config.priors or "[priors]")
-    from lensgen.infer.priors import format_priors
 
     text = format_priors(priors)
     if source == "vae":

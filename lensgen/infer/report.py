@@ -28,6 +28,9 @@ from lensgen.infer.problem import (
     reduced_chi2,
     render_values,
 )
+from lensgen.lensing.caustics import critical_curves_and_caustics
+from lensgen.lensing.render import render_source_plane
+from lensgen.plots import savefig
 
 SUMMARY_COLUMNS = ["mean", "sd", "hdi_3%", "hdi_97%", "r_hat", "ess_bulk", "ess_tail"]
 
@@ -138,7 +141,6 @@ def print_summary(table, method: str, truth: dict[str, float], console) -> None:
 
 
 def save_report_figure(fig, path: Path, overwrite: bool) -> Path:
-    from lensgen.plots import savefig
 
     return savefig(fig, path, dpi=90, overwrite=overwrite, tight=False)
 
@@ -234,8 +236,6 @@ def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, ove
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lensgen.lensing.render import render_source_plane
-
     values = posterior_point(result)
     if problem.spec.latent == "flow":
         values.pop("source.z", None)
@@ -278,7 +278,6 @@ def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, ove
 
 def _critical_curves(problem: Problem, params, obs) -> list[tuple[Any, Any]]:
     """Critical curves and caustics from raytrace (pairs of (x, y) polylines)."""
-    from lensgen.lensing.caustics import critical_curves_and_caustics
 
     lens = [{k: float(v) for k, v in comp.items()} for comp in params["lens"]]
     crit, caus = critical_curves_and_caustics(

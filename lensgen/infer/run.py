@@ -20,7 +20,9 @@ from typing import Any
 
 import jax
 
+from lensgen.config import dumps_toml, load_config, to_dict
 from lensgen.infer.mapfit import MapResult, Mode, find_map, laplace
+from lensgen.infer.outputs import check_run_outputs, infer_outputs, write_outputs
 from lensgen.infer.problem import (
     GUIDES,
     InferConfig,
@@ -33,8 +35,11 @@ from lensgen.infer.problem import (
     render_values,
     with_data,
 )
+from lensgen.infer.report import write_results
 from lensgen.infer.samplers import ProgressFn, run_nuts, run_svi
 from lensgen.infer.starts import estimate_geometry
+from lensgen.io.atomic import check_output_dir
+from lensgen.io.fits import read_observation
 
 __all__ = [
     "GUIDES",
@@ -107,9 +112,6 @@ def run_infer(
     config as ``config.toml``) is checked before the fit and all are written together
     at the end, so a refused, failed or interrupted run changes nothing in ``out``.
     """
-    from lensgen.infer.outputs import check_run_outputs
-    from lensgen.io.atomic import check_output_dir
-    from lensgen.io.fits import read_observation
 
     check_output_dir(out)
     obs = read_observation(obs_path)
@@ -128,7 +130,6 @@ def run_infer(
 
 def output_names(config: InferConfig, problem: Problem) -> list[str]:
     """The files a run of ``config`` on ``problem`` writes (:func:`~lensgen.infer.outputs.infer_outputs`)."""
-    from lensgen.infer.outputs import infer_outputs
 
     theta = problem.priors.get("lens.0.theta_E")
     return infer_outputs(config, theta_e=theta is not None and not theta.fixed)
@@ -161,9 +162,6 @@ def write_run(
     The inference outputs go to ``out/folder``; ``extra`` maps further file names
     (relative to ``out``) to functions that write them to a given path.
     """
-    from lensgen.config import dumps_toml, to_dict
-    from lensgen.infer.outputs import write_outputs
-    from lensgen.infer.report import write_results
 
     resolved = {k: v for k, v in to_dict(config).items() if v is not None}
     extra = extra or {}
@@ -179,9 +177,10 @@ def write_run(
     return write_outputs(out, [*extra, *own], overwrite, write)
 
 
-def load_infer_config(path: str | Path | None, overrides: dict[str, Any]) -> InferConfig:
+def load_infer_config(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
+) -> InferConfig:
     """Defaults ← TOML file (top-level InferConfig keys, strict) ← flags (``None`` = unset)."""
-    from lensgen.config import from_dict, load_toml, with_overrides
-
-    cfg = InferConfig() if path is None else from_dict(InferConfig, load_toml(path), str(path))
-    return with_overrides(cfg, overrides)
+    return load_config(InferConfig, path, overrides, flags)

@@ -182,9 +182,7 @@ def run_nuts(
     compile0 = problem.programs.compile_seconds
     k_start, k_run = jax.random.split(raw_key(key))
     settings = NutsSettings.from_config(config)
-    init, advance, draws = problem.programs.get(
-        settings, lambda: _nuts_program(problem, settings)
-    )
+    init, advance, draws = problem.programs.get(settings, lambda: _nuts_program(problem, settings))
     flat, unravel = ravel_pytree(start.mode.x)
     cov = start.mode.cov
     root = np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)) * np.trace(cov))

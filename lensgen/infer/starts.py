@@ -164,8 +164,10 @@ def map_starts(key, problem: Problem, z: dict, n: int) -> dict:
             "lens.0.center_x": centre_x,
             "lens.0.center_y": centre_y,
         }
-        moments = [source_moments(problem, t, x, y) for t, x, y in zip(theta * spread, centre_x,
-                                                                       centre_y, strict=True)]
+        moments = [
+            source_moments(problem, t, x, y)
+            for t, x, y in zip(theta * spread, centre_x, centre_y, strict=True)
+        ]
         if all(m is not None for m in moments):
             for name in ("flux", "center_x", "center_y", "size"):
                 values[f"source.0.{name}"] = np.array([getattr(m, name) for m in moments])

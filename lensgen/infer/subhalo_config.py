@@ -22,14 +22,11 @@ class SubhaloConfig:
     ``cosmology``, ``tau`` and ``concentration`` (0: Duffy et al. 2008) override the
     file's ``SUBHALOS`` table header. ``method``: posterior from the Laplace
     approximation, or NUTS / SVI started there (InferConfig's sampler settings).
-    ``log10_m_start`` (the mass the position scan starts from) defaults to 9.5, or to
-    the middle of the mass prior when 9.5 lies outside it.
     """
 
     n_subhalos: int = 1
     log10_m_min: float = 8.0
     log10_m_max: float = 10.5
-    log10_m_start: float | None = None
     box: float = 0.0
     threshold: float = 5.0
     n_starts: int = 12
@@ -45,8 +42,8 @@ class SubhaloConfig:
     concentration: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("log10_m_min", "log10_m_max", "log10_m_start", "threshold", "box", "lr"):
-            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
+        for name in ("log10_m_min", "log10_m_max", "threshold", "box", "lr"):
+            if not math.isfinite(getattr(self, name)):
                 raise SubhaloConfigError(
                     f"{name} must be a finite number, got {getattr(self, name)}"
                 )
@@ -54,15 +51,6 @@ class SubhaloConfig:
             raise SubhaloConfigError(
                 f"subhalo mass prior bounds reversed: log10_m_min={self.log10_m_min} >= "
                 f"log10_m_max={self.log10_m_max} (log10 M200/M☉)"
-            )
-        if self.log10_m_start is None:
-            low, high = self.log10_m_min, self.log10_m_max
-            start = 9.5 if low < 9.5 < high else 0.5 * (low + high)
-            object.__setattr__(self, "log10_m_start", start)
-        if not self.log10_m_min < self.log10_m_start < self.log10_m_max:
-            raise SubhaloConfigError(
-                f"log10_m_start={self.log10_m_start} is outside the mass prior "
-                f"({self.log10_m_min}, {self.log10_m_max})"
             )
         for name in ("n_subhalos", "n_starts", "n_polish", "steps", "n_draws"):
             if getattr(self, name) < 1:

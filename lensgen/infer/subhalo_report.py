@@ -19,8 +19,10 @@ import jax
 import numpy as np
 
 from lensgen.infer.model import SUBHALO_SITES
-from lensgen.infer.problem import InferConfig
+from lensgen.infer.outputs import SUBHALO_OUTPUTS, check_run_outputs, write_outputs
+from lensgen.infer.problem import InferConfig, load_mask
 from lensgen.infer.report import save_report_figure, to_inference_data
+from lensgen.infer.run import warn_unfitted
 from lensgen.infer.substructure import (
     SubhaloConfig,
     SubhaloFit,
@@ -28,6 +30,8 @@ from lensgen.infer.substructure import (
     fit_subhalos,
     log_likelihood,
 )
+from lensgen.io.atomic import check_output_dir
+from lensgen.io.fits import read_observation
 from lensgen.lensing.substructure import SUBHALOS
 
 
@@ -86,7 +90,7 @@ def subhalo_summary(fit: SubhaloFit, obs=None) -> dict[str, Any]:
         "log_evidence_subhalo": fit.log_evidence[1],
         "method": fit.posterior.method,
         "chi2_smooth": float(np.nanmean(fit.residual**2)),
-        "population": dataclasses.asdict(fit.subhalo.spec.population),
+        "halos": dataclasses.asdict(fit.subhalo.spec.halos),
         "subhalos": subhalos,
         "truth": truths,
     }
@@ -98,7 +102,6 @@ def write_subhalo_results(out, fit: SubhaloFit, obs, overwrite: bool, console=No
     All four are checked first and written together
     (:func:`lensgen.infer.outputs.write_outputs`): an error leaves ``out`` unchanged.
     """
-    from lensgen.infer.outputs import SUBHALO_OUTPUTS, check_run_outputs, write_outputs
 
     out = Path(out)
     check_run_outputs(out, SUBHALO_OUTPUTS, overwrite)
@@ -162,11 +165,6 @@ def run_subhalo_infer(
     The outputs are checked before the fit, so a run that would be refused at the end
     is refused at the start.
     """
-    from lensgen.infer.outputs import SUBHALO_OUTPUTS, check_run_outputs
-    from lensgen.infer.problem import load_mask
-    from lensgen.infer.run import warn_unfitted
-    from lensgen.io.atomic import check_output_dir
-    from lensgen.io.fits import read_observation
 
     check_output_dir(out)
     obs = read_observation(obs_path)

@@ -7,10 +7,10 @@ Two nested models of one observation are fitted:
 * the *subhalo* model, the same plus ``n`` truncated-NFW subhalos with sites
   ``subhalo.<k>.log10_m`` (Uniform on ``[log10_m_min, log10_m_max]``, M200 in M☉) and
   ``subhalo.<k>.center_x`` / ``center_y`` (uniform over the image, arcsec), converted
-  by :func:`lensgen.lensing.substructure.tnfw_from_mass` ("TNFW" lens components). The
-  conversion's redshifts, cosmology, truncation and concentration come from the
-  file's ``SUBHALOS`` table header when present, else :class:`SubhaloConfig`, else
-  the :class:`~lensgen.lensing.substructure.SubhaloPopulation` defaults.
+  by :func:`lensgen.lensing.halos.tnfw_from_mass` ("TNFW" lens components). The
+  conversion's redshifts, cosmology, truncation and concentration come from
+  :class:`SubhaloConfig` where set, else from the file's ``SUBHALOS`` table header,
+  else the :class:`~lensgen.lensing.halos.HaloConventions` defaults.
 
 The smooth MAP (:func:`~lensgen.infer.mapfit.find_map`) is the start of the subhalo
 model's optimisation, with the subhalo placed at the best positions of a grid scan
@@ -50,6 +50,7 @@ from lensgen.infer.problem import (
 )
 from lensgen.infer.problem import render_values as _render_values
 from lensgen.infer.programs import Programs
+from lensgen.infer.samplers import run_nuts, run_svi
 from lensgen.infer.subhalo_config import SubhaloConfig
 from lensgen.infer.subhalo_modes import (
     SubhaloMode,
@@ -60,7 +61,9 @@ from lensgen.infer.subhalo_modes import (
     scan_positions,
     start_points,
 )
-from lensgen.lensing.substructure import SUBHALOS, SubhaloPopulation
+from lensgen.lensing.halos import CONVENTION_FIELDS, HaloConventions
+from lensgen.lensing.render import make_renderer
+from lensgen.lensing.substructure import SUBHALOS
 
 
 class SubhaloFit(NamedTuple):
@@ -88,21 +91,14 @@ class SubhaloFit(NamedTuple):
     residual: np.ndarray
 
 
-def subhalo_population(obs, sub: SubhaloConfig) -> SubhaloPopulation:
-    """Population settings for :func:`tnfw_from_mass`: config ← file's SUBHALOS header ← defaults."""
+def subhalo_conventions(obs, sub: SubhaloConfig) -> HaloConventions:
+    """Halo conventions for :func:`tnfw_from_mass`: config ← file's SUBHALOS header ← defaults."""
     table = (getattr(obs, "tables", None) or {}).get(SUBHALOS)
     # A file read from disk holds a BinTableHDU, a fresh simulation an astropy Table.
     header = {} if table is None else getattr(table, "header", None) or table.meta
-    cards = {"z_lens": "Z_LENS", "z_source": "Z_SOURCE", "cosmology": "COSMO", "tau": "TAU"}
-    cards["concentration"] = "CONC"
-    values: dict[str, Any] = {}
-    for field, card in cards.items():
-        if getattr(sub, field) is not None:
-            values[field] = getattr(sub, field)
-        elif card in header:
-            values[field] = header[card]
+    overrides = {name: getattr(sub, name) for name in CONVENTION_FIELDS}
     try:
-        return SubhaloPopulation(n_subhalos=0, **values)
+        return HaloConventions.from_header(header, **overrides)
     except LensgenError as exc:
         raise LensgenError(f"{obs.path or 'observation'}: subhalo model: {exc}") from None
 
@@ -111,7 +107,7 @@ def build_subhalo_problems(
     config: InferConfig, sub: SubhaloConfig, obs, source_model=None, mask=None
 ) -> tuple[Problem, Problem]:
     """The smooth and the subhalo :class:`Problem` of ``obs`` (same data, priors, source)."""
-    population = subhalo_population(obs, sub)
+    halos = subhalo_conventions(obs, sub)
     lens = tuple(config.lens) or tuple((obs.scene or {}).get("lens") or ())
     if lens:
         config = dataclasses.replace(config, lens=tuple(n for n in lens if n != SUBHALOS))
@@ -126,9 +122,8 @@ def build_subhalo_problems(
         priors[f"subhalo.{k}.log10_m"] = Prior("Uniform", (sub.log10_m_min, sub.log10_m_max))
         priors[f"subhalo.{k}.center_x"] = Prior("Uniform", (-half_x, half_x))
         priors[f"subhalo.{k}.center_y"] = Prior("Uniform", (-half_y, half_y))
-    spec = dataclasses.replace(smooth.spec, subhalos=n, population=population)
+    spec = dataclasses.replace(smooth.spec, subhalos=n, halos=halos)
     scene = dataclasses.replace(smooth.scene, lens=smooth.scene.lens + ("TNFW",) * n)
-    from lensgen.lensing.render import make_renderer
 
     psf = None if smooth.psf is None else jnp.asarray(smooth.psf)
     renderer = make_renderer(scene, psf)
@@ -199,12 +194,8 @@ def fit_subhalos(
             "laplace", draws, {}, best.point, {"wall_time_s": wall, "timings": {"draws": wall}}
         )
     elif sub.method == "nuts":
-        from lensgen.infer.samplers import run_nuts
-
         posterior = run_nuts(k_post, subhalo, config, subhalo_map)
     else:
-        from lensgen.infer.samplers import run_svi
-
         posterior = run_svi(k_post, subhalo, config, subhalo_map)
     d_log_z = log_z[1] - log_z[0]
     return SubhaloFit(smooth, subhalo, smooth_map, subhalo_map, modes, weights, posterior, log_z,

@@ -48,8 +48,9 @@ def check_outputs(paths: Sequence[str | Path], overwrite: bool) -> list[Path]:
     existing = [p for p in out if p.exists()]
     if existing and not overwrite:
         names = ", ".join(str(p) for p in existing)
-        raise LensgenError(f"{names} exist{'s' if len(existing) == 1 else ''}; "
-                           "pass --overwrite to replace")
+        raise LensgenError(
+            f"{names} exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace"
+        )
     for p in out:
         check_output_path(p, overwrite=True)
     return out

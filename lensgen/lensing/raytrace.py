@@ -20,6 +20,7 @@ from jax.typing import ArrayLike
 
 from lensgen.errors import LensgenError, did_you_mean
 from lensgen.lensing.mass import MASS_PROFILES, MassProfile
+from lensgen.lensing.substructure import check_subhalos
 
 __all__ = [
     "convergence",
@@ -159,7 +160,9 @@ def _check_component(i: int, name: str, prof: MassProfile, p: Mapping) -> None:
         raise LensgenError(f"{where}: parameters must be a dict, got {type(p).__name__}")
     for key in p:
         if key not in prof.params:
-            raise LensgenError(f"{where}: unknown parameter {key!r}{did_you_mean(key, prof.params)}")
+            raise LensgenError(
+                f"{where}: unknown parameter {key!r}{did_you_mean(key, prof.params)}"
+            )
     missing = [k for k in prof.params if k not in p and k not in prof.defaults]
     if missing:
         raise LensgenError(f"{where}: missing parameter(s) {', '.join(map(repr, missing))}")
@@ -175,8 +178,6 @@ def _check_component(i: int, name: str, prof: MassProfile, p: Mapping) -> None:
             raise LensgenError(f"{where}: {key} must be finite, got {_fmt(arr, 'nonfinite')}")
         values[key] = arr
     if name == "SUBHALOS":
-        from lensgen.lensing.substructure import check_subhalos
-
         check_subhalos(values, where)  # padding entries (alpha_Rs = 0) are allowed
         return
     for key in _POSITIVE:

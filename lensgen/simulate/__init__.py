@@ -2,7 +2,8 @@
 
 :mod:`lensgen.simulate.scene` holds the settings (a TOML scene: lens, source and
 lens-light components, instrument, noise, substructure); :mod:`lensgen.simulate.batch`
-draws parameters, renders one lens or a vmapped batch, adds noise and writes FITS.
+draws parameters, renders one lens or a vmapped batch, adds noise and writes FITS;
+:mod:`lensgen.simulate.population` draws subhalo populations.
 """
 
 from lensgen.simulate.batch import (
@@ -12,6 +13,7 @@ from lensgen.simulate.batch import (
     simulate_batch,
     simulate_observation,
 )
+from lensgen.simulate.population import SubhaloPopulation, sample_subhalos
 from lensgen.simulate.scene import (
     PARAMETRIC_SOURCE,
     Component,
@@ -29,10 +31,12 @@ __all__ = [
     "InstrumentConfig",
     "NoiseConfig",
     "SimulateConfig",
+    "SubhaloPopulation",
     "drawn_config",
     "dumps_config",
     "load_simulate_config",
     "run_simulate",
+    "sample_subhalos",
     "simulate_batch",
     "simulate_observation",
 ]

@@ -24,19 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensgen import __version__
+from lensgen.distributions import Distribution
 from lensgen.errors import LensgenError
-from lensgen.io.fits import Observation, write_observation
+from lensgen.io.atomic import atomic_outputs, check_outputs
+from lensgen.io.fits import Observation, write_batch, write_observation
+from lensgen.io.interrupt import check_interrupt
 from lensgen.lensing import instrument
 from lensgen.lensing.light import check_light_values
 from lensgen.lensing.raytrace import validate_lens
 from lensgen.lensing.render import Scene, make_renderer, render_source_plane
-from lensgen.lensing.substructure import (
-    SUBHALO_PARAMS,
-    SUBHALOS,
-    check_subhalos,
-    sample_subhalos,
-    subhalo_table,
-)
+from lensgen.lensing.substructure import SUBHALO_PARAMS, SUBHALOS, check_subhalos
+from lensgen.plots import simulation_preview
+from lensgen.simulate.population import sample_subhalos, subhalo_table
 from lensgen.simulate.scene import (
     PARAMETRIC_SOURCE,
     VAE_PARAMS,
@@ -44,7 +43,7 @@ from lensgen.simulate.scene import (
     SimulateConfig,
     dumps_config,
 )
-from lensgen.source.model import interpol_params
+from lensgen.source.model import default_model_path, interpol_params, load_source_model
 
 GROUPS = ("lens", "source", "lens_light")
 SOURCE_ZOOM = 4
@@ -81,16 +80,11 @@ def make_psf(cfg: SimulateConfig) -> np.ndarray | None:
     return np.asarray(instrument.load_psf(ins.psf_file))
 
 
-def _draw(key: jax.Array, spec: Any, n: int) -> np.ndarray:
-    """``n`` values of one parameter: a constant or a draw from its distribution."""
-    if isinstance(spec, (int, float)):
-        return np.full(n, float(spec))
-    ((dist, (a, b)),) = spec.items()
-    # Draw in JAX's default float type; the values are then kept in float64.
-    if dist == "uniform":
-        return np.asarray(jax.random.uniform(key, (n,), minval=a, maxval=b), np.float64)
-    u = np.asarray(jax.random.normal(key, (n,)), np.float64)
-    return a + b * u if dist == "normal" else np.exp(a + b * u)
+def _draw(key: jax.Array, spec: float | Distribution, n: int) -> np.ndarray:
+    """``n`` values of one parameter: a constant or draws from its distribution."""
+    if isinstance(spec, Distribution):
+        return spec.draw(key, n)
+    return np.full(n, float(spec))
 
 
 def _resolve_source(cfg: SimulateConfig):
@@ -101,7 +95,6 @@ def _resolve_source(cfg: SimulateConfig):
     """
     if not any(c.type == "VAE" for c in cfg.source):
         return cfg, None
-    from lensgen.source.model import default_model_path, load_source_model
 
     path = cfg.source_model.path or None
     if path is None and not default_model_path().is_dir():
@@ -310,7 +303,11 @@ def _single_params(batch: Batch, i: int) -> dict[str, list[dict[str, Any]]]:
                 out[group].append({k: v[i] for k, v in batch.interpol.items()})
                 continue
             out[group].append(
-                {k[len(prefix) :]: float(v[i]) for k, v in batch.params.items() if k.startswith(prefix)}
+                {
+                    k[len(prefix) :]: float(v[i])
+                    for k, v in batch.params.items()
+                    if k.startswith(prefix)
+                }
             )
             if names[ci] == SUBHALOS:
                 out[group][ci] = {k: batch.subhalos[k][i] for k in SUBHALO_PARAMS}
@@ -370,7 +367,9 @@ def drawn_config(batch: Batch, i: int, seed: int) -> SimulateConfig:
         for ci, comp in enumerate(getattr(cfg, group)):
             prefix = f"{group}.{ci}."
             params = {
-                k[len(prefix) :]: float(v[i]) for k, v in batch.params.items() if k.startswith(prefix)
+                k[len(prefix) :]: float(v[i])
+                for k, v in batch.params.items()
+                if k.startswith(prefix)
             }
             if comp.type == "VAE":
                 params["z"] = [float(v) for v in batch.latents[i]]
@@ -410,8 +409,6 @@ def run_simulate(
     files appear together or not at all. ``seed`` (default: the config's, else 0)
     is recorded in the resolved config, which therefore reproduces the file.
     """
-    from lensgen.io.atomic import atomic_outputs, check_outputs
-    from lensgen.io.interrupt import check_interrupt
 
     paths = output_paths(out, preview and n is None)
     check_outputs(paths, overwrite)
@@ -421,10 +418,10 @@ def run_simulate(
     check_interrupt()  # Ctrl-C while rendering: stop before anything is written
     header = f"# lensgen {__version__}: the resolved settings of this run; "
     if n is not None:
-        from lensgen.io.fits import write_batch
-
-        text = header + f"rerun with --n {n} to remake it\n" + dumps_config(
-            replace(batch.config, seed=seed)
+        text = (
+            header
+            + f"rerun with --n {n} to remake it\n"
+            + dumps_config(replace(batch.config, seed=seed))
         )
         with atomic_outputs(paths, overwrite) as (fits_tmp, toml_tmp):
             write_batch(
@@ -454,7 +451,5 @@ def run_simulate(
         write_observation(tmps[0], obs, overwrite=True)
         tmps[1].write_text(text, encoding="utf-8")
         if preview:
-            from lensgen.plots import simulation_preview
-
             simulation_preview(obs, params, tmps[2])
     return paths[0]

@@ -40,9 +40,11 @@ A TOML file for ``lensgen simulate --config sim.toml`` looks like::
     inject_x = [1.6]
     inject_y = [0.8]
 
-Component keys are lenstronomy's parameter names. A value is a number or a one-key
-table naming a distribution: ``{ uniform = [low, high] }``, ``{ normal = [mean, sd] }``
-or ``{ lognormal = [mu, sigma] }`` (of the natural log).
+Component keys are lenstronomy's parameter names. A value is a number or a
+distribution in the grammar of :mod:`lensgen.distributions`, drawn per lens:
+``{ uniform = [low, high] }``, ``{ normal = [mean, sd] }``, ``"LogNormal(mu, sigma)"``
+(of the natural log), ``"TruncatedNormal(mean, sd, low, high)"`` and the other forms
+that ``lensgen infer --priors`` reads.
 """
 
 from __future__ import annotations
@@ -54,12 +56,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lensgen.config import SEED_MAX, ConfigError, from_dict, load_toml, toml_value
-from lensgen.errors import LensgenError, did_you_mean
-from lensgen.lensing.substructure import SubhaloPopulation
+from lensgen.config import SEED_MAX, dumps_toml, from_dict, load_config, toml_value
+from lensgen.distributions import Distribution, parse_distribution
+from lensgen.errors import ConfigError, LensgenError, did_you_mean
+from lensgen.lensing.mass import MASS_PROFILES
+from lensgen.simulate.population import SubhaloPopulation
 from lensgen.source.model import SOURCE_PARAMS
 
-DISTRIBUTIONS = ("uniform", "normal", "lognormal")
 MIN_NPIX = 8
 """The smallest image ``simulate`` renders (and ``infer`` fits), in pixels per side."""
 VAE_PARAMS = dict(zip(SOURCE_PARAMS, (50.0, 0.05, 0.03, 0.18, 0.0), strict=True))
@@ -183,54 +186,35 @@ def _components(value: Any, where: str) -> tuple[Component, ...]:
     for i, table in enumerate(value):
         if not isinstance(table, Mapping) or "type" not in table:
             raise ConfigError(f"{where}[{i}]: each component needs a 'type' key")
-        params = {k: v for k, v in table.items() if k != "type"}
-        for name, v in params.items():
-            check_value(v, f"{where}[{i}].{name}")
+        params = {k: parse_value(v, f"{where}[{i}].{k}") for k, v in table.items() if k != "type"}
         out.append(Component(str(table["type"]), params))
     return tuple(out)
 
 
-def check_value(value: Any, where: str) -> None:
-    """A parameter is a number, a list of numbers (latent vectors) or a distribution table."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return
-    if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+def parse_value(value: Any, where: str) -> float | list[float] | Distribution:
+    """A component parameter: a number, a list of numbers (a latent vector ``z``) or a
+    distribution in the grammar of :mod:`lensgen.distributions`, drawn per lens."""
+    if isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
         if not all(math.isfinite(v) for v in value):
             raise ConfigError(f"{where}: expected finite numbers, got {value!r}")
-        return
-    if isinstance(value, Mapping):
-        if len(value) != 1:
-            raise ConfigError(
-                f"{where}: a distribution table has exactly one key, got {list(value)}"
-            )
-        ((dist, args),) = value.items()
-        if dist not in DISTRIBUTIONS:
-            hint = did_you_mean(dist, DISTRIBUTIONS) or f" (choose {', '.join(DISTRIBUTIONS)})"
-            raise ConfigError(f"{where}: unknown distribution '{dist}'{hint}")
-        if not (
-            isinstance(args, list)
-            and len(args) == 2
-            and all(isinstance(a, (int, float)) and math.isfinite(a) for a in args)
-        ):
-            raise ConfigError(f"{where}: {dist} needs two finite numbers, got {args!r}")
-        if dist == "uniform" and not args[0] < args[1]:
-            raise ConfigError(f"{where}: uniform bounds must be increasing, got {args}")
-        if dist in ("normal", "lognormal") and not args[1] > 0:
-            raise ConfigError(f"{where}: {dist} width must be > 0, got {args[1]}")
-        return
-    raise ConfigError(f"{where}: expected a number or a distribution table, got {value!r}")
+        return [float(v) for v in value]
+    dist = parse_distribution(value, where)
+    return dist.args[0] if dist.fixed else dist
 
 
-def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
-    """Defaults, overridden by the TOML file at ``path`` (strict keys)."""
-    if path is None:
-        return SimulateConfig()
-    data = load_toml(path)
-    where = str(path)
+def load_simulate_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
+) -> SimulateConfig:
+    """Defaults ← the TOML file at ``path`` (strict keys) ← dotted overrides."""
+    return load_config(SimulateConfig, path, overrides, flags, parse=_from_toml)
+
+
+def _from_toml(cls: type[SimulateConfig], data: dict[str, Any], where: str) -> SimulateConfig:
+    """A scene file: ``[[lens]]``/``[[source]]``/``[[lens_light]]`` components and tables."""
     known = {f.name for f in dataclasses.fields(SimulateConfig)}
     kwargs: dict[str, Any] = {}
     if "seed" in data:
@@ -259,7 +243,7 @@ def load_simulate_config(path: str | Path | None = None) -> SimulateConfig:
         kwargs["substructure"] = from_dict(
             SubhaloPopulation, data["substructure"], f"{where} [substructure]"
         )
-    return SimulateConfig(**kwargs)
+    return cls(**kwargs)
 
 
 def config_to_toml_dict(cfg: SimulateConfig) -> dict[str, Any]:
@@ -270,7 +254,7 @@ def config_to_toml_dict(cfg: SimulateConfig) -> dict[str, Any]:
     for group in ("lens", "source", "lens_light"):
         comps = getattr(cfg, group)
         if comps:
-            out[group] = [{"type": c.type, **dict(c.params)} for c in comps]
+            out[group] = [{"type": c.type, **_toml_params(c.params)} for c in comps]
     out["instrument"] = dataclasses.asdict(cfg.instrument)
     out["noise"] = dataclasses.asdict(cfg.noise)
     out["source_model"] = dataclasses.asdict(cfg.source_model)
@@ -279,13 +263,16 @@ def config_to_toml_dict(cfg: SimulateConfig) -> dict[str, Any]:
     return out
 
 
+def _toml_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.table() if isinstance(v, Distribution) else v for k, v in params.items()}
+
+
 def dumps_config(cfg: SimulateConfig) -> str:
     """TOML text of the resolved config that :func:`load_simulate_config` reads back.
 
     Components are arrays of tables whose values are numbers, latent vectors or
     one-line distribution tables (``theta_E = { uniform = [1.5, 2.5] }``).
     """
-    from lensgen.config import dumps_toml
 
     d = config_to_toml_dict(cfg)
     parts = [f"seed = {d.pop('seed')}\n"] if "seed" in d else []
@@ -310,8 +297,6 @@ def apply_flags(
     params = dict(main.params)
     kind = main.type
     if lens is not None and lens.upper() != kind:
-        from lensgen.lensing.mass import MASS_PROFILES
-
         kind = lens.upper()
         profile = MASS_PROFILES[kind]
         # Keep what the new profile understands; fill the rest from its defaults.

@@ -30,14 +30,16 @@ import numpy as np
 import optax
 
 from lensgen import __version__
-from lensgen.config import SEED_MAX, from_dict, load_toml, to_dict, with_overrides
+from lensgen.config import SEED_MAX, load_config, to_dict
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import check_outputs
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt
 from lensgen.io.modeldir import save_tree, write_json
 from lensgen.source import flow as flowlib
 from lensgen.source import vae
+from lensgen.source.figures import flow_figures
 from lensgen.source.model import FLOW_FORMAT, load_vae_params
+from lensgen.source.quality import quality_report
 from lensgen.source.train import (
     DataSection,
     ModelSection,
@@ -75,17 +77,12 @@ class FlowConfig:
 
 
 def load_flow_config(
-    path: str | Path | None, overrides: dict[str, Any] | None = None
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> FlowConfig:
     """Defaults ← ``[flow]`` table of a TOML file ← dotted overrides (``flow.`` stripped)."""
-    cfg = FlowConfig()
-    if path is not None:
-        raw = load_toml(path)
-        extra = sorted(set(raw) - {"flow"})
-        if extra:
-            raise ConfigError(f"{path}: unknown table '{extra[0]}' (expected [flow])")
-        cfg = from_dict(FlowConfig, raw.get("flow", {}), f"{path} [flow]")
-    return with_overrides(cfg, overrides or {})
+    return load_config(FlowConfig, path, overrides, flags, table="flow")
 
 
 class FlowFit(NamedTuple):
@@ -240,8 +237,6 @@ def fit_iaf(
 
 
 def _fit(stage, cfg, arch, params, data, dataset, on_status) -> dict[str, Any]:
-    from lensgen.source.figures import flow_figures
-    from lensgen.source.quality import quality_report
 
     key = jax.random.key(cfg.seed)
     k_tr, k_va, k_fit, k_q = jax.random.split(key, 4)

@@ -192,7 +192,9 @@ directions of z are left to the prior and the parameters keep their meaning.
 """
 
 
-def light_moments(decoded: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+def light_moments(
+    decoded: jnp.ndarray,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """Total, centroid (u, v) and RMS radius of a decoded stamp, in decoded pixels.
 
     Pixel (row i, column j) of an (H, W) stamp sits at u = j − (W − 1)/2,

@@ -25,7 +25,6 @@ uninterrupted one step for step.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -42,13 +41,23 @@ import numpy as np
 import optax
 
 from lensgen import __version__
-from lensgen.config import SEED_MAX, dumps_toml, from_dict, load_toml, to_dict, with_overrides
+from lensgen.config import (
+    SEED_MAX,
+    dumps_toml,
+    from_dict,
+    load_config,
+    load_toml,
+    to_dict,
+    with_overrides,
+)
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import atomic_write_text, check_output_dir
 from lensgen.io.dataset import read_dataset
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt
 from lensgen.io.modeldir import load_tree, save_tree
 from lensgen.source import vae
+from lensgen.source.figures import training_figures
+from lensgen.source.model import write_model_header
 from lensgen.source.vae import Architecture
 
 
@@ -80,8 +89,6 @@ class ModelSection:
             raise ConfigError(
                 f"channels must be a non-empty list of positive ints, got {self.channels}"
             )
-
-
 
 
 @dataclass(frozen=True)
@@ -127,11 +134,12 @@ class TrainConfig:
 
 
 def load_train_config(
-    path: str | Path | None, overrides: dict[str, Any] | None = None
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> TrainConfig:
     """Defaults ← TOML file ← dotted overrides (``{"train.epochs": 5}``)."""
-    cfg = TrainConfig() if path is None else from_dict(TrainConfig, load_toml(path), str(path))
-    return with_overrides(cfg, overrides or {})
+    return load_config(TrainConfig, path, overrides, flags)
 
 
 def resume_config(workdir: Path, given: TrainConfig | None, epochs: int | None) -> TrainConfig:
@@ -374,7 +382,6 @@ def _prepare_workdir(workdir: Path) -> None:
 
 
 def _save(workdir, cfg, arch, data, state, key, epoch, history) -> None:
-    from lensgen.source.model import write_model_header
 
     header = {"epoch": epoch, "step": int(state.step), "history": history, "version": __version__}
     tree = {"params": state.params, "opt_state": state.opt_state, "step": state.step,
@@ -493,14 +500,5 @@ def _train(cfg, workdir, data, resume, progress, on_epoch, figures) -> TrainResu
             "(continue with --resume)"
         ) from None
     if figures:
-        from lensgen.source.figures import training_figures
-
         training_figures(workdir, arch, state.params, data, history, jax.random.fold_in(key, 7))
     return TrainResult(workdir, len(history), history)
-
-
-def config_replace(cfg: TrainConfig, **sections: dict[str, Any]) -> TrainConfig:
-    """Copy of ``cfg`` with fields of sections replaced (``data={"path": "x"}``)."""
-    return dataclasses.replace(
-        cfg, **{s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()}
-    )
