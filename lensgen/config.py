@@ -217,13 +217,16 @@ def with_overrides(
         for dotted, value in overrides.items()
         if value is not None
     ]
-    return _apply(obj, items) if items else obj
+    return _apply(obj, items)[0] if items else obj
 
 
-def _apply(obj: Any, items: list[tuple[list[str], Any, str, str]]) -> Any:
+def _apply(obj: Any, items: list[tuple[list[str], Any, str, str]]) -> tuple[Any, list[str]]:
+    """``obj`` with ``items`` applied, and the labels of the items that changed a value
+    (an error names only those: a flag left at its default did not cause it)."""
     names = [f.name for f in dataclasses.fields(obj)]
     hints = typing.get_type_hints(type(obj))
     changes: dict[str, Any] = {}
+    changed: list[str] = []
     nested: dict[str, list] = {}
     for parts, value, dotted, label in items:
         head = parts[0]
@@ -231,18 +234,23 @@ def _apply(obj: Any, items: list[tuple[list[str], Any, str, str]]) -> Any:
             raise ConfigError(f"{label}: unknown key '{head}'{suggest(head, names)}")
         if len(parts) == 1:
             try:
-                changes[head] = _coerce(value, hints[head], dotted)
+                new = _coerce(value, hints[head], dotted)
             except ConfigError as exc:
                 raise ConfigError(f"{label}: {exc}") from None
+            if new != getattr(obj, head):
+                changes[head] = new
+                changed.append(label)
         else:
             nested.setdefault(head, []).append((parts[1:], value, dotted, label))
     for head, sub in nested.items():
-        changes[head] = _apply(getattr(obj, head), sub)
+        changes[head], labels = _apply(getattr(obj, head), sub)
+        changed += labels
+    if not changes:
+        return obj, []
     try:
-        return dataclasses.replace(obj, **changes)
+        return dataclasses.replace(obj, **changes), changed
     except (TypeError, ValueError, ConfigError) as exc:
-        labels = ", ".join(dict.fromkeys(label for *_, label in items))
-        raise ConfigError(f"{labels}: {exc}") from None
+        raise ConfigError(f"{', '.join(dict.fromkeys(changed))}: {exc}") from None
 
 
 def toml_value(value: Any) -> str:

@@ -135,3 +135,6 @@ def test_overrides_of_one_table_are_checked_together():
     flags = {"low": "--min", "high": "--max"}
     with pytest.raises(ConfigError, match=r"^--min, --max: bounds reversed: 12.0 >= 11.0"):
         with_overrides(Bounds(), {"low": 12.0, "high": 11.0}, flags)
+    # A flag left at its default value did not cause the error, so it is not named.
+    with pytest.raises(ConfigError, match=r"^--min: bounds reversed: 12.0 >= 10.0"):
+        with_overrides(Bounds(), {"low": 12.0, "high": 10.0}, flags)

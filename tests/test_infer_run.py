@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from blob_case import FAST, NPIX, TRUTH, Z_TRUE, BlobSource, blob_observation
 
 from lensgen.errors import LensgenError
 from lensgen.infer.run import (
-    InferConfig,
     build_problem,
     find_map,
     run_infer,
@@ -23,94 +23,7 @@ from lensgen.infer.run import (
     run_nuts,
     run_svi,
 )
-from lensgen.io.fits import Observation, read_observation, write_observation
-from lensgen.lensing.instrument import add_noise, gaussian_psf, noise_map
-from lensgen.lensing.render import Scene, make_renderer
-from lensgen.source.model import interpol_params
-
-NPIX, PIXSCALE = 32, 0.18
-
-
-@dataclasses.dataclass(frozen=True)
-class BlobSource:
-    """Stand-in SourceModel: z sets the ellipticity (e1, e2) of a Gaussian blob."""
-
-    has_flow: bool = False
-    latent_dim: int = 2
-    image_shape: tuple[int, int] = (24, 24)
-    pixel_scale: float = 0.1
-    flux_scale: float = 1.0
-
-    def decode(self, z):
-        h, w = self.image_shape
-        v, u = jnp.meshgrid(jnp.arange(h) - (h - 1) / 2, jnp.arange(w) - (w - 1) / 2, indexing="ij")
-        e1, e2 = 0.3 * jnp.tanh(z[0]), 0.3 * jnp.tanh(z[1])
-        # Second moments s²(1 + e1), s²(1 − e1), s² e2 with s = 3 pixels.
-        quu, qvv, quv = 9.0 * (1 + e1), 9.0 * (1 - e1), 9.0 * e2
-        det = quu * qvv - quv**2
-        return jnp.exp(-0.5 * (qvv * u**2 - 2 * quv * u * v + quu * v**2) / det)
-
-    def from_normal(self, u):
-        return 0.8 * u + 0.1 if self.has_flow else u
-
-    def prior_log_prob(self, z):
-        return jnp.sum(jax.scipy.stats.norm.logpdf(z))
-
-    def sample(self, key, n):
-        return self.from_normal(jax.random.normal(key, (n, self.latent_dim)))
-
-
-TRUTH = {
-    "lens.0.theta_E": 2.3,
-    "lens.0.center_x": 0.02,
-    "lens.0.center_y": -0.03,
-    "source.0.flux": 40.0,
-    "source.0.center_x": 0.08,
-    "source.0.center_y": 0.05,
-    "source.0.size": 0.15,
-}
-Z_TRUE = np.array([0.4, -0.6])
-
-
-def blob_observation(seed=1, source_model=BlobSource()):
-    """A 40×40 SIS lens of the stand-in source, Poisson + background noise."""
-    scene = Scene(lens=("SIS",), source=("INTERPOL",), shape=(NPIX, NPIX), pixel_scale=PIXSCALE)
-    t = TRUTH
-    src = {k.split(".")[2]: v for k, v in t.items() if k.startswith("source")}
-    src = interpol_params(source_model.decode(jnp.asarray(Z_TRUE)), **src)
-    params = {
-        "lens": [{k.split(".")[2]: v for k, v in t.items() if k.startswith("lens")}],
-        "source": [src],
-        "lens_light": [],
-    }
-    psf = gaussian_psf(0.2, PIXSCALE)
-    model = make_renderer(scene, jnp.asarray(psf))(params)
-    image = add_noise(jax.random.key(seed), model, 1000.0, 0.05)
-    return Observation(
-        image=np.asarray(image),
-        pixel_scale=PIXSCALE,
-        psf=psf,
-        noise_map=np.asarray(noise_map(model, 1000.0, 0.05)),
-        exptime=1000.0,
-        background_rms=0.05,
-        model=np.asarray(model),
-        truth=dict(TRUTH),
-        scene={"lens": ["SIS"], "source": ["INTERPOL"], "lens_light": []},
-    )
-
-
-FAST = InferConfig(
-    num_chains=2,
-    num_warmup=100,
-    num_samples=150,
-    map_steps=600,
-    map_restarts=4,
-    map_lr=0.05,
-    svi_steps=600,
-    svi_lr=0.01,
-    svi_samples=500,
-    max_tree_depth=6,
-)
+from lensgen.io.fits import read_observation, write_observation
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +36,7 @@ def map_case():
 
 @pytest.fixture(scope="module")
 def seed_case(map_case):
-    """NUTS and SVI started from the MAP (slow; the toy versions are in test_infer_stages)."""
+    """NUTS and SVI started from the MAP (slow; the toy versions are at the end of this module)."""
     obs, problem, start = map_case
     results = [
         run_nuts(jax.random.PRNGKey(4), problem, FAST, start),
@@ -323,3 +236,58 @@ def test_run_infer_writes_outputs(tmp_path):
         run_infer(cfg, path, tmp_path / "out", seed=0, source_model=BlobSource())
     assert read_observation(path).truth["lens.0.theta_E"] == 2.3
     assert math.isfinite(float(table.loc["lens.0.theta_E", "sd"]))
+
+
+# --- early stopping and what the stages report (on the same MAP) ---
+
+
+@pytest.fixture(scope="module")
+def nuts_case(map_case):
+    """The MAP of the stand-in seed case with NUTS settings that stop early."""
+    cfg = dataclasses.replace(FAST, num_samples=600, target_ess=150, max_tree_depth=8)
+    _, problem, start = map_case
+    return cfg, problem, start
+
+
+def test_nuts_stops_once_the_targets_are_met(nuts_case):
+    cfg, problem, start = nuts_case
+    res = run_nuts(jax.random.PRNGKey(4), problem, cfg, start)
+    d = res.diagnostics
+    assert d["converged"] is True
+    assert d["draws_per_chain"] < cfg.num_samples  # stopped early
+    assert res.samples["lens.0.theta_E"].shape == (2, d["draws_per_chain"])
+    assert min(d["ess"].values()) >= 150 and max(d["rhat"].values()) < 1.01
+    assert set(d["timings"]) == {"compile", "warmup", "sampling"}
+    assert all(v >= 0 for v in d["timings"].values())
+    assert 1 <= d["mean_steps"] < 2**cfg.max_tree_depth
+
+
+def test_nuts_that_misses_its_targets_says_so_in_one_line(nuts_case):
+    cfg, problem, start = nuts_case
+    cfg = dataclasses.replace(cfg, num_samples=100, target_ess=100000)
+    with pytest.warns(UserWarning, match=r"did not reach its targets in 100 draws.*ESS\(") as w:
+        res = run_nuts(jax.random.PRNGKey(5), problem, cfg, start)
+    assert "\n" not in str(w[0].message)
+    assert res.diagnostics["converged"] is False
+
+
+def test_compiled_programs_belong_to_the_problem_and_are_reused(nuts_case):
+    from lensgen.infer.run import with_data
+
+    cfg, problem, _ = nuts_case
+    other = with_data(problem, blob_observation(seed=7))
+    assert other.programs is problem.programs
+    before = problem.programs.compile_seconds
+    find_map(jax.random.PRNGKey(0), other, cfg)
+    assert problem.programs.compile_seconds == before  # nothing recompiled
+
+
+def test_map_and_svi_report_no_divergence_count(nuts_case):
+    from lensgen.infer.report import summary
+    from lensgen.infer.run import run_svi
+
+    cfg, problem, start = nuts_case
+    assert "divergences" not in start.as_result().diagnostics
+    res = run_svi(jax.random.PRNGKey(6), problem, dataclasses.replace(cfg, svi_steps=50), start)
+    assert "divergences" not in res.diagnostics
+    assert "divergences" not in summary(res).columns

@@ -1,23 +1,17 @@
-"""The inference stages: source placement, data-driven starts, the refined mass matrix,
-early stopping and what the results report (issue 10)."""
+"""The inference stages: source placement, data-driven starts and the refined mass
+matrix (early stopping and what the results report are in test_infer_run.py, on its
+MAP fit)."""
 
-import dataclasses
-import sys
-from pathlib import Path
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from blob_case import FAST, TRUTH, BlobSource, blob_observation
 
-from lensgen.infer.run import build_problem, find_map, run_nuts
+from lensgen.infer.run import build_problem
 from lensgen.infer.samplers import refined_inverse_mass
 from lensgen.infer.starts import estimate_geometry, source_moments
 from lensgen.lensing.light import interpolated
 from lensgen.source.model import interpol_params
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_infer_run import FAST, TRUTH, BlobSource, blob_observation  # noqa: E402
 
 
 @pytest.mark.parametrize("phi", [0.0, 0.7, -2.1])
@@ -81,54 +75,3 @@ def test_refined_mass_matrix_recovers_the_draws_covariance():
     # Few draws: shrunk towards the Laplace covariance, never singular.
     few = refined_inverse_mass(laplace, draws[:3])
     assert np.all(np.linalg.eigvalsh(few) > 0)
-
-
-@pytest.fixture(scope="module")
-def blob_map():
-    cfg = dataclasses.replace(FAST, num_samples=600, target_ess=150, max_tree_depth=8)
-    problem = build_problem(cfg, blob_observation(), BlobSource())
-    return cfg, problem, find_map(jax.random.PRNGKey(3), problem, cfg)
-
-
-def test_nuts_stops_once_the_targets_are_met(blob_map):
-    cfg, problem, start = blob_map
-    res = run_nuts(jax.random.PRNGKey(4), problem, cfg, start)
-    d = res.diagnostics
-    assert d["converged"] is True
-    assert d["draws_per_chain"] < cfg.num_samples  # stopped early
-    assert res.samples["lens.0.theta_E"].shape == (2, d["draws_per_chain"])
-    assert min(d["ess"].values()) >= 150 and max(d["rhat"].values()) < 1.01
-    assert set(d["timings"]) == {"compile", "warmup", "sampling"}
-    assert all(v >= 0 for v in d["timings"].values())
-    assert 1 <= d["mean_steps"] < 2**cfg.max_tree_depth
-
-
-def test_nuts_that_misses_its_targets_says_so_in_one_line(blob_map):
-    cfg, problem, start = blob_map
-    cfg = dataclasses.replace(cfg, num_samples=100, target_ess=100000)
-    with pytest.warns(UserWarning, match=r"did not reach its targets in 100 draws.*ESS\(") as w:
-        res = run_nuts(jax.random.PRNGKey(5), problem, cfg, start)
-    assert "\n" not in str(w[0].message)
-    assert res.diagnostics["converged"] is False
-
-
-def test_compiled_programs_belong_to_the_problem_and_are_reused(blob_map):
-    from lensgen.infer.run import with_data
-
-    cfg, problem, _ = blob_map
-    other = with_data(problem, blob_observation(seed=7))
-    assert other.programs is problem.programs
-    before = problem.programs.compile_seconds
-    find_map(jax.random.PRNGKey(0), other, cfg)
-    assert problem.programs.compile_seconds == before  # nothing recompiled
-
-
-def test_map_and_svi_report_no_divergence_count(blob_map):
-    from lensgen.infer.report import summary
-    from lensgen.infer.run import run_svi
-
-    cfg, problem, start = blob_map
-    assert "divergences" not in start.as_result().diagnostics
-    res = run_svi(jax.random.PRNGKey(6), problem, dataclasses.replace(cfg, svi_steps=50), start)
-    assert "divergences" not in res.diagnostics
-    assert "divergences" not in summary(res).columns

@@ -145,6 +145,8 @@ def infer(
     ),
 ) -> None:
     """Posterior of lens and source parameters (NUTS, SVI or MAP) with the learned source."""
+    import dataclasses
+
     from lensgen.config import load_config
     from lensgen.errors import LensgenError
     from lensgen.infer.run import load_infer_config, prior_table, run_infer
@@ -157,8 +159,10 @@ def infer(
     cfg = load_infer_config(config, *flag_overrides(KEYS, locals()))
     sub_overrides, sub_flags = flag_overrides(SUBHALO_KEYS, locals())
     sub_overrides["n_subhalos"] = subhalos or None  # 0: no search, the settings are checked
-    sub_overrides["method"] = cfg.method if cfg.method in ("nuts", "svi") else "laplace"
     sub = load_config(SubhaloConfig, None, sub_overrides, sub_flags)
+    sub = dataclasses.replace(
+        sub, method=cfg.method if cfg.method in ("nuts", "svi") else "laplace"
+    )
     if show_priors:
         typer.echo(prior_table(cfg, obs), nl=False)
         return
