@@ -115,6 +115,12 @@ class Distribution:
         return np.abs(a[0] * u)  # HalfNormal
 
 
+def is_distribution_table(value: Mapping[str, Any]) -> bool:
+    """True for a table of the grammar (a ``dist`` key, or one key naming a
+    distribution), so that nested TOML tables can be told apart from it."""
+    return "dist" in value or (len(value) == 1 and str(next(iter(value))).lower() in _BY_LOWER)
+
+
 def _name(name: str, where: str) -> str:
     if name.lower() in _BY_LOWER:
         return _BY_LOWER[name.lower()]

@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lensgen.config import load_toml, suggest
-from lensgen.distributions import DISTRIBUTIONS, Distribution, parse_distribution
+from lensgen.distributions import Distribution, is_distribution_table, parse_distribution
 from lensgen.errors import ConfigError
-
-DIST_NAMES = {name.lower() for name in DISTRIBUTIONS}
 
 Prior = Distribution
 """A prior is a :class:`~lensgen.distributions.Distribution` of one parameter."""
@@ -36,16 +34,12 @@ def parse_prior(value: Any, where: str) -> Prior:
     return parse_distribution(value, where)
 
 
-def _is_distribution(value: Mapping[str, Any]) -> bool:
-    return "dist" in value or (len(value) == 1 and str(next(iter(value))).lower() in DIST_NAMES)
-
-
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """TOML dotted keys nest (``lens.0.theta_E``); undo that, stopping at prior tables."""
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and not _is_distribution(value):
+        if isinstance(value, Mapping) and not is_distribution_table(value):
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = value

@@ -29,7 +29,7 @@ from astropy.table import Table
 from jax import Array
 
 from lensgen.errors import ConfigError
-from lensgen.lensing.halos import HaloConventions, concentration, tnfw_params
+from lensgen.lensing.halos import CONVENTION_FIELDS, HaloConventions, concentration, tnfw_params
 from lensgen.lensing.units import DEFAULT_COSMOLOGY
 
 TABLE_COLUMNS = ("mass", "x", "y", "Rs", "alpha_Rs", "r_trunc", "c", "injected")
@@ -102,13 +102,7 @@ class SubhaloPopulation:
     @property
     def halos(self) -> HaloConventions:
         """The redshifts, cosmology, concentration and truncation of this population."""
-        return HaloConventions(
-            z_lens=self.z_lens,
-            z_source=self.z_source,
-            cosmology=self.cosmology,
-            concentration=self.concentration,
-            tau=self.tau,
-        )
+        return HaloConventions(**{name: getattr(self, name) for name in CONVENTION_FIELDS})
 
     @property
     def n_random(self) -> int:
