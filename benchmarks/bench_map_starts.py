@@ -39,16 +39,16 @@ def main() -> None:
     derivatives = mapfit.derivatives
 
     def counted(problem):
-        value_grad, hessian = derivatives(problem)
+        value_grad_hessian = derivatives(problem)
 
-        def timed_hessian(*a):
+        def timed(*a):
             t = time.perf_counter()
-            out = jax.block_until_ready(hessian(*a))
-            polish["hessians"] += 1
+            out = jax.block_until_ready(value_grad_hessian(*a))
+            polish["hessians"] += bool(a[-1])
             polish["seconds"] += time.perf_counter() - t
             return out
 
-        return value_grad, timed_hessian
+        return timed
 
     mapfit.derivatives = counted
     jax.config.update("jax_enable_x64", True)  # as `lensgen infer` runs

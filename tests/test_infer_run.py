@@ -280,6 +280,11 @@ def test_compiled_programs_belong_to_the_problem_and_are_reused(nuts_case):
     before = problem.programs.compile_seconds
     find_map(jax.random.PRNGKey(0), other, cfg)
     assert problem.programs.compile_seconds == before  # nothing recompiled
+    # The Adam program takes its step count and rate at run time: the screen, the
+    # restarts and any other schedule share it.
+    shorter = dataclasses.replace(cfg, map_steps=cfg.map_steps // 4 + 1, map_lr=cfg.map_lr / 2)
+    find_map(jax.random.PRNGKey(1), other, shorter)
+    assert problem.programs.compile_seconds == before
 
 
 def test_map_and_svi_report_no_divergence_count(nuts_case):

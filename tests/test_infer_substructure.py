@@ -104,7 +104,9 @@ def test_model_drops_file_subhalos_and_renders_the_simulation_exactly():
 def test_toy_subhalo_fit_runs_every_stage(tmp_path):
     """Toy-size version of the slow detection tests below: every stage of the subhalo
     fit (smooth MAP, scan, polish, Laplace evidence, outputs) with few steps."""
-    infer = InferConfig(method="map", map_steps=60, map_restarts=1)
+    # Two restarts (a screen of eight): one 60-step restart from a prior draw of the
+    # Sérsic shape lands in a χ²/N ~ 100 side mode for some draws.
+    infer = InferConfig(method="map", map_steps=60, map_restarts=2)
     sub = SubhaloConfig(n_starts=2, n_polish=1, steps=30, n_draws=200)
     obs = simulate(1, 10**LOG10_M)
     smooth, subhalo = build_subhalo_problems(infer, sub, obs)

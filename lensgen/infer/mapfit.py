@@ -1,8 +1,8 @@
 """MAP fit and Laplace approximation in the unconstrained space NUTS works in.
 
 Lensing posteriors are multimodal in the source orientation and position, so the
-MAP is the best of several restarts optimised together (one vmapped, jitted
-``lax.scan`` of Adam steps). The restarts are not blind prior draws
+MAP is the best of several restarts optimised together (vmapped Adam steps, jitted
+in chunks). The restarts are not blind prior draws
 (:mod:`lensgen.infer.starts`): the lens geometry and the source's flux, position,
 size and shape are read off the image. Every restart is polished with damped Newton
 steps and the lowest wins; the inverse Hessian there is the Laplace covariance used
@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
-from numpyro.infer import init_to_sample
-from numpyro.infer.util import initialize_model
+from numpyro.distributions.transforms import biject_to
+from numpyro.handlers import seed, trace
 
 from lensgen.errors import LensgenError
 from lensgen.infer.problem import (
@@ -45,59 +45,129 @@ CHI2_WARN = 1.5
 """A MAP fit with a reduced χ² above this is reported as a likely local mode."""
 
 
+ADAM_CHUNK = 50
+"""Adam steps per call of the compiled optimiser (Ctrl-C is honoured between calls)."""
+
+
+def model_functions(problem: Problem) -> ModelFunctions:
+    """The jitted potential and constrain functions of ``problem.model``."""
+    return problem.programs.functions()
+
+
 class MapSettings(NamedTuple):
-    """What an Adam program of the MAP fit is compiled for."""
+    """Run-time settings of the Adam stage of a MAP fit (not part of the compiled program)."""
 
     steps: int
     lr: float
 
 
-def model_functions(problem: Problem) -> ModelFunctions:
-    """The potential and constrain functions of ``problem.model``."""
-    return problem.programs.functions(problem.data)
-
-
 def adam_program(problem: Problem, settings: MapSettings):
-    """Compiled ``(x0 batch, data) -> (x, final potential, loss curve)`` for the restarts.
+    """``(x0 batch, data) -> (x, final potential, loss curve)``: Adam from each start.
 
-    Built once per ``settings`` and kept by ``problem.programs``.
+    The learning rate decays from ``settings.lr`` to 1 % of it on a cosine over
+    ``settings.steps`` steps. One compiled program per problem and batch size runs
+    :data:`ADAM_CHUNK` steps a call, with the step count, its total and the rate as
+    inputs, so every step count and rate (the MAP screen, its restarts, the subhalo
+    fit) reuses it.
     """
-    return problem.programs.get(("adam", settings), lambda: _adam(problem, settings))
+    programs = problem.programs.get("adam", lambda: _adam_programs(problem))
+
+    def run(x0, data):
+        x, state = x0, jax.vmap(optax.scale_by_adam().init)(x0)
+        curve = []
+        for t in range(0, settings.steps, ADAM_CHUNK):
+            check_interrupt()  # between compiled calls: a safe point for Ctrl-C
+            x, state, losses = programs.steps(x, state, t, settings.steps, settings.lr, data)
+            curve.append(np.asarray(losses)[:, : settings.steps - t])
+        final = programs.potential(x, data)
+        return x, final, np.concatenate(curve, axis=1) if curve else np.zeros((len(final), 0))
+
+    return run
 
 
-def _adam(problem: Problem, settings: MapSettings):
+class AdamPrograms(NamedTuple):
+    """Compiled parts of :func:`adam_program`, batched over starts."""
+
+    steps: Any  # (x, adam state, first step, total steps, lr, data) -> (x, state, losses)
+    potential: Any  # (x, data) -> potential of each start
+
+
+def _adam_programs(problem: Problem) -> AdamPrograms:
     potential = model_functions(problem).potential
-    steps = settings.steps
-    opt = optax.adam(optax.cosine_decay_schedule(settings.lr, steps, alpha=0.01))
+    adam = optax.scale_by_adam()
 
-    def optimise(x0, data):
-        def step(carry, _):
-            x, state = carry
+    def steps(x, state, t0, total, lr, data):
+        def step(i, carry):
+            x, state, losses = carry
             loss, grad = jax.value_and_grad(potential)(x, data)
-            updates, state = opt.update(grad, state, x)
-            return (optax.apply_updates(x, updates), state), loss
+            updates, state = adam.update(grad, state, x)
+            # The rate of optax.cosine_decay_schedule(lr, total, alpha=0.01) at step t0 + i.
+            rate = lr * (0.01 + 0.99 * 0.5 * (1.0 + jnp.cos(jnp.pi * (t0 + i) / total)))
+            x = jax.tree_util.tree_map(lambda a, u: a - rate * u, x, updates)
+            return x, state, losses.at[i].set(loss)
 
-        (x, _), losses = jax.lax.scan(step, (x0, opt.init(x0)), None, length=steps)
-        return x, potential(x, data), losses
+        n = jnp.minimum(ADAM_CHUNK, total - t0)  # a run-time trip count: one program for all
+        losses = jnp.full(ADAM_CHUNK, jnp.nan, potential(x, data).dtype)
+        return jax.lax.fori_loop(0, n, step, (x, state, losses))
 
-    return problem.programs.compile(jax.vmap(optimise, in_axes=(0, None)))
+    compile = problem.programs.compile
+    return AdamPrograms(
+        compile(jax.vmap(steps, in_axes=(0, 0, None, None, None, None))),
+        compile(jax.vmap(potential, in_axes=(0, None))),
+    )
+
+
+def prior_draws(key, problem: Problem, n: int) -> dict:
+    """``n`` draws from the prior, in unconstrained space (a batch per latent site).
+
+    One compiled program per problem: the model is traced with its sample sites drawn,
+    and each value is mapped through the inverse bijection of its prior's support.
+    """
+
+    def draw(key, data):
+        sites = trace(seed(problem.model, key)).get_trace(data)
+        return {
+            name: biject_to(site["fn"].support).inv(site["value"])
+            for name, site in sites.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+
+    programs = problem.programs
+    program = programs.get("prior_draws", lambda: programs.compile(jax.vmap(draw, (0, None))))
+    return program(jax.random.split(key, n), problem.data)
 
 
 def derivatives(problem: Problem):
-    """Jitted value-and-gradient and Hessian of the potential of a flat vector."""
+    """Jitted ``(v, like, data, with_hessian) -> (value, gradient, Hessian)`` of the
+    potential of a flat vector ``v`` (unravelled like the pytree ``like``).
+
+    One program for both uses of the Newton polish: with ``with_hessian`` False (a
+    trial step) it evaluates only the value and gradient and returns a zero Hessian;
+    with it True, the Hessian as the forward-mode Jacobian of the gradient, whose
+    primal pass gives the value and gradient.
+    """
     potential = model_functions(problem).potential
 
-    def flat_potential(v, like, data):
-        return potential(ravel_pytree(like)[1](v), data)
+    def value_grad_hessian(v, like, data, with_hessian):
+        def value_grad(v):
+            return jax.value_and_grad(lambda v: potential(ravel_pytree(like)[1](v), data))(v)
+
+        def hessian(v):
+            def grad(v):
+                value, g = value_grad(v)
+                return g, (value, g)
+
+            h, (value, g) = jax.jacfwd(grad, has_aux=True)(v)
+            return value, g, h
+
+        def no_hessian(v):
+            value, g = value_grad(v)
+            return value, g, jnp.zeros((v.size, v.size), v.dtype)
+
+        return jax.lax.cond(with_hessian, hessian, no_hessian, v)
 
     programs = problem.programs
-    return programs.get(
-        "derivatives",
-        lambda: (
-            programs.compile(jax.value_and_grad(flat_potential)),
-            programs.compile(jax.hessian(flat_potential)),
-        ),
-    )
+    return programs.get("derivatives", lambda: programs.compile(value_grad_hessian))
 
 
 class Mode(NamedTuple):
@@ -139,16 +209,15 @@ def laplace(problem: Problem, x, newton_steps: int = 60) -> Mode:
     eigenvalues floored at 1e-8 of the largest so flat or saddle directions stay
     finite.
     """
-    value_grad, hessian = derivatives(problem)
+    derivs = derivatives(problem)
     flat, unravel = ravel_pytree(x)
-    data = problem.data
 
-    def eig(v):
-        h = np.asarray(hessian(v, x, data), np.float64)
+    def eig(h):
+        h = np.asarray(h, np.float64)
         return np.linalg.eigh(0.5 * (h + h.T))
 
-    value, grad = value_grad(flat, x, data)
-    w, vec = eig(flat)
+    value, grad, h = derivs(flat, x, problem.data, True)
+    w, vec = eig(h)
     damping = DAMPING_START
     for _ in range(newton_steps):
         check_interrupt()  # between compiled calls: a safe point for Ctrl-C
@@ -156,7 +225,7 @@ def laplace(problem: Problem, x, newton_steps: int = 60) -> Mode:
         scale = max(np.abs(w).max(), 1e-30)
         while damping <= 1e3:
             trial = flat - jnp.asarray(vec @ (g / (np.abs(w) + damping * scale)), flat.dtype)
-            trial_value, trial_grad = value_grad(trial, x, data)
+            trial_value, trial_grad, _ = derivs(trial, x, problem.data, False)
             if trial_value < value:
                 break
             damping *= 4.0
@@ -164,8 +233,8 @@ def laplace(problem: Problem, x, newton_steps: int = 60) -> Mode:
             break
         converged = value - trial_value < 1e-4
         flat, value, grad = trial, trial_value, trial_grad
+        w, vec = eig(derivs(flat, x, problem.data, True)[2])
         damping = max(damping / DAMPING_DOWN, 1e-12)
-        w, vec = eig(flat)
         if converged:
             break
     floored = np.maximum(w, 1e-8 * max(np.abs(w).max(), 1e-30))
@@ -216,16 +285,16 @@ def find_map(key, problem: Problem, config: InferConfig) -> MapResult:
     # Stage 1 screens SCREEN× as many starts for a third of the steps; the best n
     # go on to the full schedule (most starts fail in the first hundred steps).
     n_screen = SCREEN * n if n > 1 else 1
-    info = initialize_model(
-        jax.random.split(k_init, n_screen),
-        problem.model,
-        model_args=(problem.data,),
-        init_strategy=init_to_sample,
-    )
-    init = map_starts(k_starts, problem, dict(info.param_info.z), n_screen)
+    init = map_starts(k_starts, problem, prior_draws(k_init, problem, n_screen), n_screen)
     if n_screen > n:
+        # The screen runs in slices of n starts, so it shares the restarts' program.
         screen = adam_program(problem, MapSettings(max(config.map_steps // 3, 1), config.map_lr))
-        xs, final, _ = screen(init, problem.data)
+        pieces = [
+            screen(jax.tree_util.tree_map(lambda a, i=i: a[i : i + n], init), problem.data)
+            for i in range(0, n_screen, n)
+        ]
+        xs = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *[p[0] for p in pieces])
+        final = np.concatenate([np.asarray(p[1]) for p in pieces])
         keep = np.argsort(np.where(np.isfinite(final), final, np.inf))[:n]
         init = jax.tree_util.tree_map(lambda a: a[keep], xs)
     optimise = adam_program(problem, MapSettings(config.map_steps, config.map_lr))

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import constrain_fn, potential_energy
 
 
 class ModelFunctions(NamedTuple):
@@ -64,16 +64,22 @@ class Programs:
         self._functions: ModelFunctions | None = None
         self._programs: dict[Hashable, Any] = {}
 
-    def functions(self, data) -> ModelFunctions:
-        """Potential and constrain functions (``data`` is only needed to trace the model once)."""
+    def functions(self) -> ModelFunctions:
+        """Jitted potential and constrain functions of the model.
+
+        Built from NumPyro's ``potential_energy`` and ``constrain_fn``, which map each
+        site's unconstrained value through the bijection of its prior's support as they
+        trace. The model is never run outside ``jax.jit`` (which would compile each of
+        its operations on its own); called inside another jitted program, these are
+        inlined.
+        """
         if self._functions is None:
-            info = initialize_model(
-                jax.random.PRNGKey(0), self.model, model_args=(data,), dynamic_args=True
-            )
-            gen_potential, gen_constrain = info.potential_fn, info.postprocess_fn
+            model = self.model
             self._functions = ModelFunctions(
-                potential=lambda x, d: gen_potential(d)(x),
-                constrain=lambda x, d: gen_constrain(d)(x),
+                potential=jax.jit(lambda x, d: potential_energy(model, (d,), {}, x)),
+                constrain=jax.jit(
+                    lambda x, d: constrain_fn(model, (d,), {}, x, return_deterministic=True)
+                ),
             )
         return self._functions
 

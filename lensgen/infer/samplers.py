@@ -290,22 +290,36 @@ def _sample_sites(problem: Problem, point: dict) -> dict:
 
 
 def _guide(problem: Problem, config: InferConfig, start: MapResult):
+    from numpyro import handlers
     from numpyro.infer import autoguide
 
+    # An autoguide learns the model's latent sites by running it once outside jit,
+    # with a gradient; without the likelihood site that run touches only the priors
+    # (the guide needs nothing else, and SVI itself uses the whole model).
+    latent_model = handlers.block(problem.model, hide=["obs"])
     if config.svi_guide == "AutoIAFNormal":
         init = init_to_value(values=_sample_sites(problem, start.point))
-        return autoguide.AutoIAFNormal(problem.model, init_loc_fn=init, num_flows=2)
+        return autoguide.AutoIAFNormal(latent_model, init_loc_fn=init, num_flows=2)
     if config.svi_guide == "AutoMultivariateNormal":
-        return autoguide.AutoMultivariateNormal(problem.model)
-    return autoguide.AutoNormal(problem.model)
+        return autoguide.AutoMultivariateNormal(latent_model)
+    return autoguide.AutoNormal(latent_model)
 
 
 def _model_order(problem: Problem) -> list[str]:
-    """Latent sites in the order the model samples them (the order autoguides ravel in)."""
+    """Latent sites in the order the model samples them (the order autoguides ravel in).
+
+    Read from an abstract trace (``jax.eval_shape``): only names are kept, nothing runs.
+    """
     from numpyro import handlers
 
-    trace = handlers.trace(handlers.seed(problem.model, 0)).get_trace(problem.data)
-    return [k for k, site in trace.items() if site["type"] == "sample" and not site["is_observed"]]
+    order: list[str] = []
+
+    def names(data):
+        trace = handlers.trace(handlers.seed(problem.model, 0)).get_trace(data)
+        order.extend(k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"])
+
+    jax.eval_shape(names, problem.data)
+    return order
 
 
 def _guide_init(problem: Problem, config: InferConfig, start: MapResult) -> dict | None:

@@ -11,6 +11,7 @@ Poisson term of the noise uses ``image · exptime`` counts.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -262,12 +263,21 @@ def add_noise(key, model, exptime: float | None, background_rms: float):
     model, exptime, background_rms
         As in :func:`noise_map`.
     """
+    poisson = exptime is not None
+    gauss = not (isinstance(background_rms, int | float) and background_rms == 0)
+    return _add_noise(key, model, exptime if poisson else 1.0, background_rms, poisson, gauss)
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def _add_noise(key, model, exptime, background_rms, poisson: bool, gauss: bool):
+    # One compiled program per image shape (the Poisson sampler alone is hundreds of
+    # operations, which outside jit would each be compiled and dispatched on their own).
     key_poisson, key_gauss = jax.random.split(key)
     noisy = model
-    if exptime is not None:
+    if poisson:
         rate = jnp.maximum(model, 0.0) * exptime
         counts = jax.random.poisson(key_poisson, rate, shape=jnp.shape(model))
         noisy = noisy + counts.astype(model.dtype) / exptime - jnp.maximum(model, 0.0)
-    if not (isinstance(background_rms, int | float) and background_rms == 0):
+    if gauss:
         noisy = noisy + background_rms * jax.random.normal(key_gauss, jnp.shape(model), model.dtype)
     return noisy

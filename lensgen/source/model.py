@@ -136,7 +136,7 @@ class SourceModel:
 
     def decode(self, z: jnp.ndarray) -> jnp.ndarray:
         """(latent_dim,) → (H, W) galaxy before the PSF, flux/pixel of the training data."""
-        return vae.decoder_apply(self.decoder_params, self.arch, z) * jnp.float32(self.flux_scale)
+        return _decode(self, z)
 
     def prior_log_prob(self, z: jnp.ndarray) -> jnp.ndarray:
         """log p(z): the flow density if present, else N(0, I); scalar for one z."""
@@ -146,12 +146,25 @@ class SourceModel:
 
     def from_normal(self, u: jnp.ndarray) -> jnp.ndarray:
         """z = T(u) with u ~ N(0, I) ↦ z ~ prior (identity without a flow)."""
-        return flowlib.from_normal(self.flow_params, u) if self.has_flow else u
+        return _from_normal(self, u) if self.has_flow else u
 
     def sample(self, key: jax.Array, n: int) -> jnp.ndarray:
         """(n, latent_dim) draws from the prior."""
         u = jax.random.normal(key, (n, self.latent_dim), jnp.float32)
         return jax.vmap(self.from_normal)(u)
+
+
+# Jitted once for all models of one architecture, so that code run outside ``jax.jit``
+# (NumPyro's model tracing, previews, starts) runs one compiled program per call
+# instead of compiling every operation of the network on its own.
+@jax.jit
+def _decode(model: SourceModel, z: jnp.ndarray) -> jnp.ndarray:
+    return vae.decoder_apply(model.decoder_params, model.arch, z) * jnp.float32(model.flux_scale)
+
+
+@jax.jit
+def _from_normal(model: SourceModel, u: jnp.ndarray) -> jnp.ndarray:
+    return flowlib.from_normal(model.flow_params, u)
 
 
 def default_model_path() -> Path:
@@ -216,6 +229,7 @@ def light_moments(
     return total, u_bar, v_bar, jnp.sqrt(jnp.maximum(r2, 0.0) + 1.0 / 3.0)
 
 
+@jax.jit
 def interpol_params(decoded, flux, center_x, center_y, size, phi_G=0.0) -> dict[str, Any]:
     """INTERPOL parameters that render ``decoded`` with the given flux, centroid and size.
 
