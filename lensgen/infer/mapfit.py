@@ -73,7 +73,7 @@ def adam_program(problem: Problem, settings: MapSettings):
     programs = problem.programs.get("adam", lambda: _adam_programs(problem))
 
     def run(x0, data):
-        x, state = x0, jax.vmap(optax.scale_by_adam().init)(x0)
+        x, state = x0, programs.init(x0)
         curve = []
         for t in range(0, settings.steps, ADAM_CHUNK):
             check_interrupt()  # between compiled calls: a safe point for Ctrl-C
@@ -88,6 +88,7 @@ def adam_program(problem: Problem, settings: MapSettings):
 class AdamPrograms(NamedTuple):
     """Compiled parts of :func:`adam_program`, batched over starts."""
 
+    init: Any  # x -> Adam state of each start
     steps: Any  # (x, adam state, first step, total steps, lr, data) -> (x, state, losses)
     potential: Any  # (x, data) -> potential of each start
 
@@ -112,9 +113,17 @@ def _adam_programs(problem: Problem) -> AdamPrograms:
 
     compile = problem.programs.compile
     return AdamPrograms(
+        jax.vmap(adam.init),
         compile(jax.vmap(steps, in_axes=(0, 0, None, None, None, None))),
         compile(jax.vmap(potential, in_axes=(0, None))),
     )
+
+
+def latent_sites(problem: Problem, key, data) -> dict:
+    """The model's latent sample sites (NumPyro trace entries), in the order it samples
+    them, from a run seeded with ``key``; call it inside a traced function."""
+    sites = trace(seed(problem.model, key)).get_trace(data)
+    return {k: s for k, s in sites.items() if s["type"] == "sample" and not s["is_observed"]}
 
 
 def prior_draws(key, problem: Problem, n: int) -> dict:
@@ -125,12 +134,8 @@ def prior_draws(key, problem: Problem, n: int) -> dict:
     """
 
     def draw(key, data):
-        sites = trace(seed(problem.model, key)).get_trace(data)
-        return {
-            name: biject_to(site["fn"].support).inv(site["value"])
-            for name, site in sites.items()
-            if site["type"] == "sample" and not site["is_observed"]
-        }
+        sites = latent_sites(problem, key, data)
+        return {k: biject_to(s["fn"].support).inv(s["value"]) for k, s in sites.items()}
 
     programs = problem.programs
     program = programs.get("prior_draws", lambda: programs.compile(jax.vmap(draw, (0, None))))

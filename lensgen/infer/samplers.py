@@ -31,7 +31,7 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_value
 from numpyro.infer.hmc import hmc
 
-from lensgen.infer.mapfit import MapResult, model_functions
+from lensgen.infer.mapfit import MapResult, latent_sites, model_functions
 from lensgen.infer.problem import InferConfig, InferenceResult, Problem, raw_key
 
 CHUNK = 50
@@ -310,15 +310,8 @@ def _model_order(problem: Problem) -> list[str]:
 
     Read from an abstract trace (``jax.eval_shape``): only names are kept, nothing runs.
     """
-    from numpyro import handlers
-
     order: list[str] = []
-
-    def names(data):
-        trace = handlers.trace(handlers.seed(problem.model, 0)).get_trace(data)
-        order.extend(k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"])
-
-    jax.eval_shape(names, problem.data)
+    jax.eval_shape(lambda data: order.extend(latent_sites(problem, 0, data)), problem.data)
     return order
 
 
