@@ -106,6 +106,16 @@ def interrupt(args, cwd: Path, marker: str, delay: float, timeout: float = 120.0
 # ---------------------------------------------------------------- fixtures
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, as in a terminal. A shell without job control starts
+    background commands with SIGINT ignored, and Python then keeps it ignored, so a
+    suite launched with ``&`` would otherwise see no Ctrl-C at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     """A micro dataset (8 × 8 stamps, no PSF) and a zero-weight model directory with a flow."""
@@ -218,7 +228,7 @@ def test_train_vae_unusable_dataset(work, case):
     assert not (work / "run").exists()
 
 
-def test_train_vae_ctrl_c_keeps_the_last_epoch_and_resumes(work, monkeypatch):
+def test_train_vae_ctrl_c_keeps_the_last_epoch_and_resumes(work, monkeypatch, python_sigint):
     """A real SIGINT after epoch 1's checkpoint: exit 130, a consistent model of epoch 1,
     a rerun that points at --resume, and --resume that finishes the run."""
     before = snapshot(work)
@@ -311,7 +321,7 @@ def test_fit_iaf_bad_dataset(work, case):
     assert_refused(res, before, "other.fits")
 
 
-def test_fit_iaf_ctrl_c_waits_for_jax_then_stops(work, monkeypatch):
+def test_fit_iaf_ctrl_c_waits_for_jax_then_stops(work, monkeypatch, python_sigint):
     """Ctrl-C in the middle of JAX work is acted upon at the next safe point, not inside
     JAX: raised there, it abandoned compilations still running on XLA threads and the
     exit crashed (SIGSEGV), or a JAX gc callback swallowed it and the run went on."""
@@ -455,7 +465,7 @@ class _Mirror:
         self.httpd.server_close()
 
 
-def test_download_ctrl_c_then_rerun_resumes(tmp_path, monkeypatch):
+def test_download_ctrl_c_then_rerun_resumes(tmp_path, monkeypatch, python_sigint):
     """A real SIGINT after the first downloaded block: exit 130 with no dataset written and
     the partial download in the cache; the rerun continues it with a Range request."""
     tarball, _ = make_branch_tarball(jax.random.key(5), tmp_path / "mirror", parse_branch(BRANCH),

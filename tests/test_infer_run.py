@@ -296,3 +296,53 @@ def test_map_and_svi_report_no_divergence_count(nuts_case):
     res = run_svi(jax.random.PRNGKey(6), problem, dataclasses.replace(cfg, svi_steps=50), start)
     assert "divergences" not in res.diagnostics
     assert "divergences" not in summary(res).columns
+
+
+@pytest.mark.parametrize("guide", ["AutoNormal", "AutoMultivariateNormal"])
+def test_svi_guides_start_at_the_laplace_approximation_and_compile_once(nuts_case, guide):
+    """With no steps the draws are the Laplace approximation's (its full covariance, or
+    its diagonal); more steps at another rate reuse the compiled program and keep the
+    posterior near it (the stand-in case is close to Gaussian)."""
+    from jax.flatten_util import ravel_pytree
+
+    from lensgen.infer.mapfit import model_functions
+
+    cfg, problem, start = nuts_case
+    cfg = dataclasses.replace(cfg, svi_guide=guide, svi_steps=0, svi_samples=4000)
+    # Reference: draws of the Laplace approximation, mapped to the parameters.
+    flat, unravel = ravel_pytree(start.mode.x)
+    cov = start.mode.cov if guide == "AutoMultivariateNormal" else np.diag(np.diag(start.mode.cov))
+    x = np.random.default_rng(0).multivariate_normal(np.asarray(flat), cov, 4000)
+    constrain = model_functions(problem).constrain
+    ref = jax.vmap(lambda v: constrain(unravel(v), problem.data))(jnp.asarray(x))
+    # The two most correlated parameters of the full Laplace approximation.
+    scalars = [k for k, v in ref.items() if v.ndim == 1 and np.std(v) > 0]
+    full = jax.vmap(lambda v: constrain(unravel(v), problem.data))(
+        jnp.asarray(np.random.default_rng(1).multivariate_normal(flat, start.mode.cov, 4000))
+    )
+    corr = np.abs(np.corrcoef(np.stack([np.asarray(full[k]) for k in scalars])))
+    i, j = np.unravel_index(np.argmax(corr - np.eye(len(scalars))), corr.shape)
+    names = (scalars[i], scalars[j])
+
+    def moments(samples):
+        v = np.stack([np.asarray(samples[k]).reshape(-1) for k in names])
+        return v.mean(axis=1), v.std(axis=1), np.corrcoef(v)[0, 1]
+
+    mean_ref, sd_ref, corr_ref = moments(ref)
+    res = run_svi(jax.random.PRNGKey(6), problem, cfg, start)
+    mean, sd, corr = moments(res.samples)
+    assert np.all(np.abs(mean - mean_ref) < 0.1 * sd_ref)  # 4.5 Monte Carlo σ
+    np.testing.assert_allclose(sd, sd_ref, rtol=0.08)
+    assert corr == pytest.approx(corr_ref, abs=0.06)
+    if guide == "AutoMultivariateNormal":
+        assert abs(corr_ref) > 0.3  # the test needs a correlation to keep
+
+    run = dataclasses.replace(cfg, svi_steps=120, svi_lr=cfg.svi_lr / 3)
+    res = run_svi(jax.random.PRNGKey(7), problem, run, start)
+    elbo = res.diagnostics["elbo"]
+    assert elbo.shape == (120,) and np.isfinite(elbo).all()
+    np.testing.assert_allclose(moments(res.samples)[1], sd_ref, rtol=0.3)
+    before = problem.programs.compile_seconds
+    run = dataclasses.replace(cfg, svi_steps=30, svi_lr=cfg.svi_lr * 2, svi_samples=100)
+    run_svi(jax.random.PRNGKey(8), problem, run, start)
+    assert problem.programs.compile_seconds == before  # steps, rate and draws are inputs

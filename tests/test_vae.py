@@ -53,6 +53,31 @@ def test_augmentation_turns_psf_with_stamp(turn):
     np.testing.assert_allclose(lhs, rhs, atol=1e-5)
 
 
+def test_initialisation_is_flax_lecun_normal_drawn_once():
+    """Kernels: normal truncated at ±2σ with variance 1/fan_in, as flax draws them (on
+    flax's parameter tree, shapes and dtypes); biases zero; another key, other values."""
+    arch = vae.Architecture((32, 32), 8, (16, 32), 128)
+    ours = vae.init_params(jax.random.key(0), arch)
+    shapes = vae.param_shapes(arch)  # flax's own tree, abstractly (nothing drawn)
+    assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(shapes)
+    pairs = zip(
+        jax.tree_util.tree_leaves_with_path(ours), jax.tree_util.tree_leaves(shapes), strict=True
+    )
+    for (path, a), b in pairs:
+        assert a.shape == b.shape and a.dtype == b.dtype == jnp.float32, path
+        a = np.asarray(a)
+        if path[-1].key == "bias":
+            assert not a.any(), path
+            continue
+        sd = 1.0 / np.sqrt(np.prod(a.shape[:-1]))
+        # The sample σ of n draws is within ~4/√(2n) of the truncated normal's exact σ.
+        assert abs(a.std() / sd - 1.0) < 4.0 / np.sqrt(2 * a.size) + 0.01, path
+        assert abs(a.mean()) < 4.0 * sd / np.sqrt(a.size), path
+        assert np.abs(a).max() <= 2.0 * sd / 0.87962566103423978 * (1 + 1e-6), path
+    other = vae.init_params(jax.random.key(2), arch)["params"]["decoder"]["Dense_0"]["kernel"]
+    assert not np.allclose(other, ours["params"]["decoder"]["Dense_0"]["kernel"])
+
+
 def test_likelihood_is_physical_gaussian_density():
     """−χ²/2 + log_norm of eq. (1), in flux-scale units, is Σ log N(x; m, σ) in physical units."""
     rng = np.random.default_rng(0)

@@ -9,9 +9,9 @@ the Laplace covariance at the MAP. The loop advances in chunks, which report
 progress through a callback, let sampling stop once the effective sample size and
 R-hat targets are met, and cost one compilation for any chunk length.
 
-SVI uses NumPyro's autoguides with an optax Adam; the Normal guides start at the
-Laplace approximation (location = MAP, scale from the inverse Hessian), so the
-optimisation refines an already sensible posterior.
+SVI fits a Gaussian guide over the same unconstrained vector, started at the Laplace
+approximation (location = MAP, scale from the inverse Hessian), so the optimisation
+refines an already sensible posterior; NumPyro's ``AutoIAFNormal`` is the other choice.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_value
 from numpyro.infer.hmc import hmc
 
-from lensgen.infer.mapfit import MapResult, latent_sites, model_functions
+from lensgen.infer.mapfit import MapResult, model_functions
 from lensgen.infer.problem import InferConfig, InferenceResult, Problem, raw_key
 
 CHUNK = 50
 """Iterations per jitted call (progress-bar and stopping-check granularity)."""
+SVI_DRAW_BATCH = 500
+"""Posterior draws of a fitted SVI guide per compiled call."""
 RHAT_TARGET = 1.01
 """NUTS stops early only once every scalar parameter's split R-hat is below this."""
 MIN_DRAWS = 100
@@ -289,91 +291,173 @@ def _sample_sites(problem: Problem, point: dict) -> dict:
     return {k: v for k, v in point.items() if k not in drop}
 
 
-def _guide(problem: Problem, config: InferConfig, start: MapResult):
-    from numpyro import handlers
-    from numpyro.infer import autoguide
+class SviSettings(NamedTuple):
+    """What the SVI step is compiled for (the rate, steps and draws are run-time inputs)."""
 
-    # An autoguide learns the model's latent sites by running it once outside jit,
-    # with a gradient; without the likelihood site that run touches only the priors
-    # (the guide needs nothing else, and SVI itself uses the whole model).
-    latent_model = handlers.block(problem.model, hide=["obs"])
-    if config.svi_guide == "AutoIAFNormal":
-        init = init_to_value(values=_sample_sites(problem, start.point))
-        return autoguide.AutoIAFNormal(latent_model, init_loc_fn=init, num_flows=2)
-    if config.svi_guide == "AutoMultivariateNormal":
-        return autoguide.AutoMultivariateNormal(latent_model)
-    return autoguide.AutoNormal(latent_model)
+    guide: str
 
 
-def _model_order(problem: Problem) -> list[str]:
-    """Latent sites in the order the model samples them (the order autoguides ravel in).
+class GaussianGuide(NamedTuple):
+    """Parameters of a Gaussian q(x) = N(loc, L Lᵀ) over the flat unconstrained vector.
 
-    Read from an abstract trace (``jax.eval_shape``): only names are kept, nothing runs.
+    L = diag(σ) C with σ = softplus(``raw_diag``) and C unit lower triangular, whose
+    entries below the diagonal are ``tril``'s (unused by the diagonal guide): the
+    correlations are dimensionless and the scales positive for every value of the
+    parameters, so one Adam rate suits parameters whose widths differ by orders of
+    magnitude (as NumPyro's ``scaled_unit_lower_cholesky``). See :func:`_scale_tril`.
     """
-    order: list[str] = []
-    jax.eval_shape(lambda data: order.extend(latent_sites(problem, 0, data)), problem.data)
-    return order
+
+    loc: jnp.ndarray
+    raw_diag: jnp.ndarray
+    tril: jnp.ndarray
 
 
-def _guide_init(problem: Problem, config: InferConfig, start: MapResult) -> dict | None:
-    """Guide parameters of the Laplace approximation at the MAP (Normal guides only)."""
-    x, cov = start.mode.x, start.mode.cov
-    flat, unravel = ravel_pytree(x)
-    if config.svi_guide == "AutoMultivariateNormal":
-        # The guide ravels sites in model order, ravel_pytree in sorted order.
-        sizes = {k: int(np.size(v)) for k, v in x.items()}
-        offsets = dict(zip(sorted(x), np.cumsum([0] + [sizes[k] for k in sorted(x)]), strict=False))
-        perm = np.concatenate([offsets[k] + np.arange(sizes[k]) for k in _model_order(problem)])
-        cov = cov[np.ix_(perm, perm)]
-        root = np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)) * np.trace(cov))
-        loc = jnp.asarray(np.asarray(flat)[perm], flat.dtype)
-        return {"auto_loc": loc, "auto_scale_tril": jnp.asarray(root, flat.dtype)}
-    if config.svi_guide == "AutoNormal":
-        scale = unravel(jnp.asarray(np.sqrt(np.diag(cov)), flat.dtype))
-        params = {f"{k}_auto_loc": v for k, v in x.items()}
-        params.update({f"{k}_auto_scale": v for k, v in scale.items()})
-        return params
-    return None
+def _softplus_inverse(y: np.ndarray) -> np.ndarray:
+    return y + np.log(-np.expm1(-y))
 
 
-def _scaled_locations() -> optax.GradientTransformation:
+def _gaussian_guide_at(start: MapResult, full_rank: bool) -> GaussianGuide:
+    """The Laplace approximation at the MAP as a guide (location = MAP, L = Cholesky of
+    the inverse Hessian, or its diagonal's square root)."""
+    flat, _ = ravel_pytree(start.mode.x)
+    cov = np.asarray(start.mode.cov)
+    d = len(cov)
+    if full_rank:
+        root = np.linalg.cholesky(cov + 1e-12 * np.eye(d) * np.trace(cov))
+    else:
+        root = np.diag(np.sqrt(np.diag(cov)))
+    diag = np.maximum(np.diag(root), 1e-30)
+    unit = np.tril(root / diag[:, None], -1)
+    as_flat = lambda a: jnp.asarray(a, flat.dtype)  # noqa: E731
+    return GaussianGuide(flat, as_flat(_softplus_inverse(diag)), as_flat(unit))
+
+
+def _scale_tril(guide: GaussianGuide, full_rank: bool) -> jnp.ndarray:
+    """L of the guide: diag(σ) C (see :class:`GaussianGuide`), or diag(σ)."""
+    sigma = jax.nn.softplus(guide.raw_diag)
+    if not full_rank:
+        return jnp.diag(sigma)
+    return sigma[:, None] * (jnp.tril(guide.tril, -1) + jnp.eye(len(sigma), dtype=sigma.dtype))
+
+
+def _scaled_locations(full_rank: bool) -> optax.GradientTransformation:
     """Multiply each location update by the guide's current standard deviation.
 
     Adam moves every parameter by about the learning rate per step, but in
     unconstrained space a well-measured θ_E has a posterior width of ~1e-4, so a
     rate that suits the guide's scales would throw its locations far off. Scaling
-    location steps by the guide's own σ makes the rate a fraction of the posterior
-    width for every parameter (a diagonal preconditioner); scales and flows are
-    left as they are.
+    location steps by the guide's own σ (the row norms of L) makes the rate a fraction
+    of the posterior width for every parameter (a diagonal preconditioner); the
+    scales are left as they are.
     """
-    from numpyro.distributions import constraints
-    from numpyro.distributions.transforms import biject_to
 
     def update(updates, state, params=None):
-        out = dict(updates)
-        if "auto_loc" in updates and "auto_scale_tril" in params:
-            tril = biject_to(constraints.scaled_unit_lower_cholesky)(params["auto_scale_tril"])
-            out["auto_loc"] = updates["auto_loc"] * jnp.sqrt(jnp.sum(tril**2, axis=-1))
-        for name in updates:
-            scale = name[: -len("_auto_loc")] + "_auto_scale"
-            if name.endswith("_auto_loc") and scale in params:
-                out[name] = updates[name] * jax.nn.softplus(params[scale])
-        return out, state
+        sigma = jnp.sqrt(jnp.sum(_scale_tril(params, full_rank) ** 2, axis=-1))
+        return updates._replace(loc=updates.loc * sigma), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-class SviSettings(NamedTuple):
-    """What the SVI step is compiled for."""
+def _gaussian_svi_program(problem: Problem, full_rank: bool):
+    """Compiled ``advance(guide, opt_state, step, key, lr, like, data, n)`` and
+    ``draws(guide, key, batch, like, data)`` (:data:`SVI_DRAW_BATCH` per batch) of SVI with a Gaussian guide, and the optimiser.
 
-    guide: str
-    lr: float
+    The negative ELBO of one draw x = loc + L ε is U(x) − log|L| − d/2 (1 + log 2π),
+    with U the model's potential (its negative log joint in unconstrained space) and
+    the guide's entropy exact; its gradient is the reparameterisation estimator of
+    Kingma & Welling (2013) with one draw per step, as NumPyro's ``Trace_ELBO``. The
+    guide lives on the flat vector of the MAP's Laplace step (unravelled like the
+    pytree ``like``), so it starts there. Adam's rate is a run-time input: the chain
+    ends with a unit rate and its updates are multiplied by ``lr``.
+    """
+    potential = model_functions(problem).potential
+    constrain = model_functions(problem).constrain
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(1e3), optax.adam(1.0), _scaled_locations(full_rank)
+    )
+
+    def negative_elbo(guide, eps, like, data):
+        root = _scale_tril(guide, full_rank)
+        x = ravel_pytree(like)[1](guide.loc + root @ eps)
+        d = eps.shape[0]
+        entropy = jnp.sum(jnp.log(jnp.diag(root))) + 0.5 * d * (1.0 + jnp.log(2 * jnp.pi))
+        return potential(x, data) - entropy
+
+    def advance(guide, opt_state, step, key, lr, like, data, n):
+        def body(i, carry):
+            guide, opt_state, losses = carry
+            eps = jax.random.normal(jax.random.fold_in(key, step + i), guide.loc.shape)
+            loss, grad = jax.value_and_grad(negative_elbo)(guide, eps, like, data)
+            updates, opt_state = optimizer.update(grad, opt_state, guide)
+            updates = jax.tree_util.tree_map(lambda u: lr * u, updates)
+            return optax.apply_updates(guide, updates), opt_state, losses.at[i].set(loss)
+
+        losses = jnp.zeros(CHUNK * 10, guide.loc.dtype)
+        return jax.lax.fori_loop(0, n, body, (guide, opt_state, losses))
+
+    def draws(guide, key, batch, like, data):
+        root = _scale_tril(guide, full_rank)
+        unravel = ravel_pytree(like)[1]
+        shape = (SVI_DRAW_BATCH, *guide.loc.shape)
+        eps = jax.random.normal(jax.random.fold_in(key, batch), shape, guide.loc.dtype)
+        return jax.vmap(lambda e: constrain(unravel(guide.loc + root @ e), data))(eps)
+
+    programs = problem.programs
+    return optimizer, programs.compile(advance), programs.compile(draws)
 
 
-def _svi_program(problem: Problem, config: InferConfig, start: MapResult):
-    guide = _guide(problem, config, start)
+def _svi_chunks(chunk: Callable, steps: int, progress: ProgressFn | None) -> list[np.ndarray]:
+    """Run ``steps`` SVI steps as ``chunk(done, n) -> losses`` calls of at most
+    ``10 * CHUNK`` steps, reporting progress after each; returns the loss chunks."""
+    losses, done = [], 0
+    while done < steps:
+        n = min(CHUNK * 10, steps - done)
+        losses.append(np.asarray(chunk(done, n)[:n]))
+        done += n
+        if progress is not None:
+            progress("SVI", done, steps, f"ELBO {-float(losses[-1][-1]):.4g}")
+    return losses
+
+
+def _run_gaussian_svi(key, problem, config, start, progress):
+    """Gaussian-guide SVI; returns (draws of every site, negative-ELBO chunks)."""
+    full_rank = config.svi_guide == "AutoMultivariateNormal"
+    optimizer, advance, draws = problem.programs.get(
+        SviSettings(config.svi_guide), lambda: _gaussian_svi_program(problem, full_rank)
+    )
+    k_steps, k_draw = jax.random.split(key)
+    like = start.mode.x
+    guide = _gaussian_guide_at(start, full_rank)
+    opt_state = optimizer.init(guide)
+    lr = jnp.asarray(config.svi_lr, guide.loc.dtype)
+
+    def chunk(done, n):
+        nonlocal guide, opt_state
+        guide, opt_state, loss = advance(guide, opt_state, done, k_steps, lr, like, problem.data, n)
+        return loss
+
+    losses = _svi_chunks(chunk, config.svi_steps, progress)
+    # Draws in batches of a fixed size, so any number of them runs one program.
+    n_batches = -(-config.svi_samples // SVI_DRAW_BATCH)
+    parts = [draws(guide, k_draw, i, like, problem.data) for i in range(n_batches)]
+    samples = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    return {k: v[: config.svi_samples] for k, v in samples.items()}, losses
+
+
+def _run_iaf_svi(key, problem, config, start, progress):
+    """SVI with NumPyro's ``AutoIAFNormal`` (started at the MAP; compiled per run, since
+    the guide bakes its starting point in)."""
+    from numpyro import handlers
+    from numpyro.infer import autoguide
+
+    k_init, k_draw = jax.random.split(key)
+    # An autoguide learns the model's latent sites by running it once outside jit;
+    # without the likelihood site that run touches only the priors.
+    latent_model = handlers.block(problem.model, hide=["obs"])
+    init_loc = init_to_value(values=_sample_sites(problem, start.point))
+    guide = autoguide.AutoIAFNormal(latent_model, init_loc_fn=init_loc, num_flows=2)
     optim = numpyro.optim.optax_to_numpyro(
-        optax.chain(optax.clip_by_global_norm(1e3), optax.adam(config.svi_lr), _scaled_locations())
+        optax.chain(optax.clip_by_global_norm(1e3), optax.adam(config.svi_lr))
     )
     svi = SVI(problem.model, guide, optim, loss=Trace_ELBO())
 
@@ -385,7 +469,26 @@ def _svi_program(problem: Problem, config: InferConfig, start: MapResult):
 
         return jax.lax.fori_loop(0, n, body, (state, jnp.zeros(CHUNK * 10)))
 
-    return guide, svi, problem.programs.compile(advance)
+    advance = problem.programs.compile(advance)
+    state = svi.init(k_init, problem.data)
+
+    def chunk(done, n):
+        nonlocal state
+        state, loss = advance(state, problem.data, n)
+        return loss
+
+    losses = _svi_chunks(chunk, config.svi_steps, progress)
+    sites = [*_sample_sites(problem, start.point)]
+    if problem.spec.latent == "flow":
+        sites.append("source.z")
+    predictive = Predictive(
+        problem.model,
+        guide=guide,
+        params=svi.get_params(state),
+        num_samples=config.svi_samples,
+        return_sites=sites,
+    )
+    return predictive(k_draw, problem.data), losses
 
 
 def run_svi(
@@ -395,41 +498,19 @@ def run_svi(
     start: MapResult,
     progress: ProgressFn | None = None,
 ) -> InferenceResult:
-    """SVI with an autoguide started at the Laplace approximation, Adam (optax), Trace ELBO.
+    """SVI started at the Laplace approximation of the MAP, Adam (optax).
 
-    Steps run in jitted chunks; the ELBO curve (negative loss per step) is kept in
-    ``diagnostics["elbo"]``.
+    ``AutoMultivariateNormal`` (default) and ``AutoNormal`` are Gaussian guides over the
+    unconstrained parameter vector, full-rank or diagonal, fitted by one compiled
+    program per problem (:func:`_gaussian_svi_program`) that every rate and step count
+    reuses; ``AutoIAFNormal`` is NumPyro's autoguide of that name. Steps run in jitted
+    chunks; the ELBO curve (negative loss per step) is kept in ``diagnostics["elbo"]``.
     """
     t0 = time.perf_counter()
     compile0 = problem.programs.compile_seconds
-    k_init, k_draw = jax.random.split(raw_key(key))
-    build = lambda: _svi_program(problem, config, start)  # noqa: E731
-    if config.svi_guide == "AutoIAFNormal":
-        guide, svi, advance = build()  # its initial location is baked in: not reusable
-    else:
-        settings = SviSettings(config.svi_guide, config.svi_lr)
-        guide, svi, advance = problem.programs.get(settings, build)
-    state = svi.init(k_init, problem.data, init_params=_guide_init(problem, config, start))
-    losses, done, chunk = [], 0, CHUNK * 10
-    while done < config.svi_steps:
-        n = min(chunk, config.svi_steps - done)
-        state, loss = advance(state, problem.data, n)
-        losses.append(np.asarray(loss[:n]))
-        done += n
-        if progress is not None:
-            progress("SVI", done, config.svi_steps, f"ELBO {-float(losses[-1][-1]):.4g}")
-    params = svi.get_params(state)
-    sites = [*_sample_sites(problem, start.point)]
-    if problem.spec.latent == "flow":
-        sites.append("source.z")
-    predictive = Predictive(
-        problem.model,
-        guide=guide,
-        params=params,
-        num_samples=config.svi_samples,
-        return_sites=sites,
-    )
-    samples = {k: np.asarray(v)[None] for k, v in predictive(k_draw, problem.data).items()}
+    run = _run_iaf_svi if config.svi_guide == "AutoIAFNormal" else _run_gaussian_svi
+    draws, losses = run(raw_key(key), problem, config, start, progress)
+    samples = {k: np.asarray(v)[None] for k, v in draws.items()}
     elbo = -np.concatenate(losses) if losses else np.zeros(0)
     wall = time.perf_counter() - t0
     compile_s = problem.programs.compile_seconds - compile0

@@ -13,6 +13,7 @@ the validation one is reported for both priors (smaller is better).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -50,18 +51,27 @@ def moments(image: jnp.ndarray, pixel_scale: float) -> jnp.ndarray:
 
 def measure(images: np.ndarray, pixel_scale: float) -> np.ndarray:
     """(n, 3) flux, size, |e| of a stack of stamps."""
-    f = jax.jit(jax.vmap(lambda im: moments(im, pixel_scale)))
-    return np.asarray(f(jnp.asarray(images, jnp.float32)), np.float64)
+    return np.asarray(_measure(jnp.asarray(images, jnp.float32), pixel_scale), np.float64)
+
+
+@partial(jax.jit, static_argnums=1)
+def _measure(images: jnp.ndarray, pixel_scale: float) -> jnp.ndarray:
+    return jax.vmap(lambda im: moments(im, pixel_scale))(images)
 
 
 def observe(key, params, arch, z, psf, sigmas) -> np.ndarray:
     """Decode latents, apply the PSF and add Gaussian noise of the given σ's."""
-    dec = jax.jit(jax.vmap(lambda v: vae.decode(params, arch, v)))
-    img = dec(jnp.asarray(z, jnp.float32))
+    psf = None if psf is None else jnp.asarray(psf)
+    z = jnp.asarray(z, jnp.float32)
+    return np.asarray(_observe(key, params, arch, z, psf, jnp.asarray(sigmas, jnp.float32)))
+
+
+@partial(jax.jit, static_argnums=2)
+def _observe(key, params, arch, z, psf, sigmas):
+    img = jax.vmap(lambda v: vae.decode(params, arch, v))(z)
     if psf is not None:
-        img = jax.vmap(vae.psf_convolve, (0, None))(img, jnp.asarray(psf))
-    noise = jax.random.normal(key, img.shape, jnp.float32) * jnp.asarray(sigmas)[:, None, None]
-    return np.asarray(img + noise)
+        img = jax.vmap(vae.psf_convolve, (0, None))(img, psf)
+    return img + jax.random.normal(key, img.shape, jnp.float32) * sigmas[:, None, None]
 
 
 def quality_report(key, params, arch, flow_params, data, n: int) -> dict[str, Any]:

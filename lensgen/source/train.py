@@ -17,10 +17,10 @@ The loss minimised is −[E_q log p(x|z) − β_t KL] per pixel (β_t rises line
 to ``train.beta`` over ``train.kl_warmup_steps``), averaged over a batch of
 randomly flipped / 90°-rotated stamps (the PSF is turned with its stamp, since
 R(g ⊛ P) = (R g) ⊛ (R P)). Adam with linear warm-up + cosine decay and global-norm
-clipping (optax). ``train.steps_per_call`` steps run inside one jitted
-``lax.scan``; the per-step key is ``fold_in(key, step)`` and the batch order of
-epoch e comes from ``fold_in(key, e)``, so a resumed run repeats an
-uninterrupted one step for step.
+clipping (optax). ``train.steps_per_call`` steps run inside one jitted loop (one
+compiled program for every chunk, the last one of an epoch included); the per-step
+key is ``fold_in(key, step)`` and the batch order of epoch e comes from
+``fold_in(key, e)``, so a resumed run repeats an uninterrupted one step for step.
 """
 
 from __future__ import annotations
@@ -253,10 +253,12 @@ class TrainState(NamedTuple):
 
 @functools.lru_cache(maxsize=8)
 def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_psf: bool):
-    """Optimizer and jitted ``run(state, key, X, S, psf, log_fs, idx) → (state, metrics)``.
+    """Optimizer and jitted ``run(state, key, X, S, psf, log_fs, idx, n) → (state, metrics)``.
 
-    ``idx`` is (K, B) stamp indices: K optimiser steps in one ``lax.scan``. Cached,
-    so repeated or resumed runs of one configuration in a process compile once.
+    ``idx`` is (K, B) stamp indices, of which the first ``n`` rows are used: ``n``
+    optimiser steps in one loop. ``n`` is a run-time value, so an epoch's shorter last
+    chunk (padded to K rows) runs the same compiled program. Metrics are (4, K), valid
+    in their first ``n`` columns.
     """
     optimizer = make_optimizer(cfg.train, steps_per_epoch)
     t = cfg.train
@@ -293,9 +295,12 @@ def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_p
         return (TrainState(params, opt_state, state.step + 1),), (loss, *aux)
 
     @jax.jit
-    def run(state, key, X, S, psf, log_fs, idx):
-        (state,), out = jax.lax.scan(lambda c, i: step(c, i, key, X, S, psf, log_fs), (state,), idx)
-        return state, out
+    def run(state, key, X, S, psf, log_fs, idx, n):
+        def body(i, carry):
+            (state,), out = step(carry[:1], idx[i], key, X, S, psf, log_fs)
+            return state, carry[1].at[:, i].set(jnp.stack(out))
+
+        return jax.lax.fori_loop(0, n, body, (state, jnp.zeros((4, idx.shape[0]), jnp.float32)))
 
     @jax.jit
     def evaluate(params, key, x, s, psf, log_fs):
@@ -455,17 +460,20 @@ def _train(cfg, workdir, data, resume, progress, on_epoch, figures) -> TrainResu
     X, S = jnp.asarray(data.x_train), jnp.asarray(data.s_train)
     psf = None if data.psf is None else jnp.asarray(data.psf)
     total = t.epochs * steps_per_epoch
+    per_call = min(t.steps_per_call, steps_per_epoch)
     try:
         for epoch in range(start + 1, t.epochs + 1):
             t0 = time.perf_counter()
             perm = np.asarray(jax.random.permutation(jax.random.fold_in(k_perm, epoch), X.shape[0]))
             idx = perm[: steps_per_epoch * t.batch_size].reshape(steps_per_epoch, t.batch_size)
             sums = np.zeros(4)
-            for c in range(0, steps_per_epoch, t.steps_per_call):
+            for c in range(0, steps_per_epoch, per_call):
                 check_interrupt()
-                chunk = jnp.asarray(idx[c : c + t.steps_per_call])
-                new, out = run(state, k_step, X, S, psf, log_fs, chunk)
-                out = np.asarray(jnp.stack(out, axis=1), np.float64)
+                chunk = idx[c : c + per_call]
+                n = len(chunk)
+                chunk = np.concatenate([chunk, np.zeros((per_call - n, t.batch_size), chunk.dtype)])
+                new, out = run(state, k_step, X, S, psf, log_fs, jnp.asarray(chunk), n)
+                out = np.asarray(out[:, :n].T, np.float64)
                 if not np.all(np.isfinite(out)):
                     raise LensgenError(
                         f"non-finite loss at epoch {epoch}, step {int(state.step) + 1}: training "
