@@ -108,7 +108,7 @@ def _adam_programs(problem: Problem) -> AdamPrograms:
             return x, state, losses.at[i].set(loss)
 
         n = jnp.minimum(ADAM_CHUNK, total - t0)  # a run-time trip count: one program for all
-        losses = jnp.full(ADAM_CHUNK, jnp.nan, potential(x, data).dtype)
+        losses = jnp.full(ADAM_CHUNK, jnp.nan, jax.eval_shape(potential, x, data).dtype)
         return jax.lax.fori_loop(0, n, step, (x, state, losses))
 
     compile = problem.programs.compile

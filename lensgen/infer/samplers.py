@@ -359,8 +359,9 @@ def _scaled_locations(full_rank: bool) -> optax.GradientTransformation:
 
 
 def _gaussian_svi_program(problem: Problem, full_rank: bool):
-    """Compiled ``advance(guide, opt_state, step, key, lr, like, data, n)`` and
-    ``draws(guide, key, batch, like, data)`` (:data:`SVI_DRAW_BATCH` per batch) of SVI with a Gaussian guide, and the optimiser.
+    """The optimiser, and compiled ``advance(guide, opt_state, step, key, lr, like, data,
+    n)`` and ``draws(guide, key, batch, like, data)`` (:data:`SVI_DRAW_BATCH` draws a
+    batch) of SVI with a Gaussian guide.
 
     The negative ELBO of one draw x = loc + L ε is U(x) − log|L| − d/2 (1 + log 2π),
     with U the model's potential (its negative log joint in unconstrained space) and

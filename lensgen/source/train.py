@@ -273,8 +273,7 @@ def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_p
         elbo = -0.5 * chi2 - kl + log_norm(s, n_pix, log_fs)
         return loss, (jnp.mean(elbo), jnp.mean(chi2) / n_pix, jnp.mean(kl))
 
-    def step(carry, idx, key, X, S, psf, log_fs):
-        (state,) = carry
+    def step(state, idx, key, X, S, psf, log_fs):
         k_aug, k_z = jax.random.split(jax.random.fold_in(key, state.step))
         x, s = X[idx], S[idx]
         psfs = psf
@@ -292,13 +291,13 @@ def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_p
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return (TrainState(params, opt_state, state.step + 1),), (loss, *aux)
+        return TrainState(params, opt_state, state.step + 1), jnp.stack([loss, *aux])
 
     @jax.jit
     def run(state, key, X, S, psf, log_fs, idx, n):
         def body(i, carry):
-            (state,), out = step(carry[:1], idx[i], key, X, S, psf, log_fs)
-            return state, carry[1].at[:, i].set(jnp.stack(out))
+            state, metrics = step(carry[0], idx[i], key, X, S, psf, log_fs)
+            return state, carry[1].at[:, i].set(metrics)
 
         return jax.lax.fori_loop(0, n, body, (state, jnp.zeros((4, idx.shape[0]), jnp.float32)))
 
