@@ -8,9 +8,18 @@ has no batching, so its batched rate is its single-image rate.
 Prints median images/s over repeats (compile/warm-up excluded, outputs blocked
 until ready) and the ratios lensgen / lenstronomy.
 
+With ``--convolution`` it measures instead what the sub-pixel PSF convolution costs
+(issue 13): the same scene with the issue's undersampled PSF (FWHM 0.06″
+on 0.05″ pixels), one jitted image and one jitted gradient (``jax.value_and_grad``
+of a weighted sum of the image over all lens and source parameters) per
+``Scene.convolution``, ``"pixel"`` (pixel-level kernel after binning) and
+``"subpixel"`` (kernel on sub-pixels before binning), next to lenstronomy's
+``ImageModel`` with ``supersampling_convolution`` False and True.
+
 Usage::
 
     python benchmarks/bench_render.py [--batch 256] [--chunk 0] [--devices 1] [--repeats 5] [--x64]
+    python benchmarks/bench_render.py --convolution [--supersample 2 4] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -100,7 +109,23 @@ def main() -> None:
         help="shard the batch over this many CPU devices (XLA runs one thread per device)",
     )
     parser.add_argument("--x64", action="store_true", help="render in float64 (default float32)")
+    parser.add_argument(
+        "--convolution",
+        action="store_true",
+        help="time the pixel vs the sub-pixel PSF convolution (render and gradient) instead",
+    )
+    parser.add_argument(
+        "--psf",
+        choices=["gaussian", "moffat"],
+        default="gaussian",
+        help="with --convolution: Gaussian (separable: matrix products) or Moffat β=3 (FFT)",
+    )
     args = parser.parse_args()
+    if args.convolution:
+        if args.supersample == parser.get_default("supersample"):
+            args.supersample = [2, 4]
+        convolution_cost(args)
+        return
 
     if args.devices > 1:
         # Must be set before jax is imported.
@@ -182,6 +207,107 @@ def main() -> None:
         print(
             f"{s:>2} {r_ref:>12.1f} {r_single:>10.1f} {r_batch:>14.1f} "
             f"{r_single / r_ref:>8.2f} {r_batch / r_ref:>12.2f}"
+        )
+
+
+def _lenstronomy_model(n: int, scale: float, s: int, kernel, supersampled: bool):
+    from lenstronomy.Data.imaging_data import ImageData
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_model import ImageModel
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+
+    data = ImageData(
+        image_data=np.zeros((n, n)),
+        transform_pix2angle=np.diag([scale, scale]),
+        ra_at_xy_0=-(n - 1) / 2 * scale,
+        dec_at_xy_0=-(n - 1) / 2 * scale,
+    )
+    factor = s if supersampled else 1
+    psf = PSF(
+        psf_type="PIXEL", kernel_point_source=kernel, point_source_supersampling_factor=factor
+    )
+    return ImageModel(
+        data,
+        psf,
+        lens_model_class=LensModel(["SIE", "SHEAR"]),
+        source_model_class=LightModel(["SERSIC_ELLIPSE"]),
+        kwargs_numerics={"supersampling_factor": s, "supersampling_convolution": supersampled},
+    )
+
+
+def convolution_cost(args) -> None:
+    """Milliseconds per image of the pixel and sub-pixel convolutions (issue 13)."""
+    import jax
+
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from lensgen.lensing.instrument import gaussian_psf, moffat_psf
+    from lensgen.lensing.psf_supersampling import (
+        gaussian_psf_supersampled,
+        moffat_psf_supersampled,
+    )
+    from lensgen.lensing.render import Scene, make_renderer
+
+    dtype = jnp.float64 if args.x64 else jnp.float32
+    n, scale, fwhm = args.npix, args.pixel_scale, 0.06
+    params = _param_sets(1)[0]
+    single = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), params)
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=(n, n)), dtype)
+    print(
+        f"jax {jax.__version__} ({jax.default_backend()}), {platform.processor() or 'cpu'}, "
+        f'{n}x{n} px of {scale}", {args.psf} PSF FWHM {fwhm}", '
+        f"{'float64' if args.x64 else 'float32'}, repeats {args.repeats}; ms per image"
+    )
+    print(
+        f"{'s':>2} {'kernel px/sub':>13} {'render pix':>11} {'render sub':>11} {'ratio':>6} "
+        f"{'grad pix':>9} {'grad sub':>9} {'ratio':>6} {'lt False':>9} {'lt True':>8}"
+    )
+    for s in args.supersample:
+        if args.psf == "gaussian":
+            kernels = {
+                "pixel": gaussian_psf(fwhm, scale),
+                "subpixel": gaussian_psf_supersampled(fwhm, scale, s),
+            }
+        else:
+            kernels = {
+                "pixel": moffat_psf(fwhm, 3.0, scale),
+                "subpixel": moffat_psf_supersampled(fwhm, 3.0, scale, s),
+            }
+        fns = {}
+        for mode, kernel in kernels.items():
+            scene = Scene(
+                lens=("SIE", "SHEAR"),
+                source=("SERSIC_ELLIPSE",),
+                shape=(n, n),
+                pixel_scale=scale,
+                supersample=s,
+                convolution=mode,
+            )
+            render = make_renderer(scene, kernel)
+            # The weights are an argument: as a constant, XLA would fold the backward
+            # pass's products with them at compile time, which no likelihood allows.
+            grad = jax.jit(jax.value_and_grad(lambda p, w, r=render: jnp.sum(w * r(p))))
+            fns[f"render {mode}"] = (lambda r=render: r(single).block_until_ready(), 1)
+            fns[f"grad {mode}"] = (lambda g=grad: jax.block_until_ready(g(single, weights)), 1)
+        for supersampled in (False, True):
+            model = _lenstronomy_model(
+                n, scale, s, kernels["subpixel" if supersampled else "pixel"], supersampled
+            )
+            fns[f"lt {supersampled}"] = (
+                lambda m=model: m.image(params["lens"], params["source"]),
+                1,
+            )
+        ms = {name: 1e3 / rate for name, rate in _rates(fns, args.repeats).items()}
+        print(
+            f"{s:>2} {kernels['pixel'].shape[0]:>6}/{kernels['subpixel'].shape[0]:<6} "
+            f"{ms['render pixel']:>11.2f} {ms['render subpixel']:>11.2f} "
+            f"{ms['render subpixel'] / ms['render pixel']:>6.2f} "
+            f"{ms['grad pixel']:>9.2f} {ms['grad subpixel']:>9.2f} "
+            f"{ms['grad subpixel'] / ms['grad pixel']:>6.2f} "
+            f"{ms['lt False']:>9.2f} {ms['lt True']:>8.2f}"
         )
 
 

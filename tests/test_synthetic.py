@@ -52,7 +52,8 @@ def test_branch_tarball_has_great3_layout(tmp_path):
 
 
 def test_galaxy_distributions_and_pairs():
-    p = draw_galaxies(jax.random.key(4), 4000, 0.2, 1.0, paired=True)
+    # The base population; the structured one only adds to it (test_synthetic_morphology.py).
+    p = draw_galaxies(jax.random.key(4), 4000, 0.2, 1.0, paired=True, morphology="bulge_disk")
     np.testing.assert_allclose(p["e1"][1::2], -p["e1"][0::2])
     np.testing.assert_allclose(p["r_disk"][1::2], p["r_disk"][0::2])
     assert 0.25 < np.median(p["r_disk"]) < 0.35 and p["r_disk"].min() >= 0.08

@@ -59,6 +59,12 @@ def download_great3(
     synthetic_grid: int = typer.Option(
         100, "--synthetic-grid", help="Stamps per side of a synthetic image (100 as GREAT3)."
     ),
+    morphology: str = typer.Option(
+        "structured",
+        "--morphology",
+        help="Galaxies of a --synthetic branch: structured (bulge + disk with clumps, arms, "
+        "bars, lopsided disks, irregulars, companions) or bulge_disk (smooth only).",
+    ),
     retries: int = typer.Option(5, "--retries", min=0, help="Retries of a dropped download."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     summary: Path = typer.Option(
@@ -85,6 +91,7 @@ def download_great3(
         seed=seed,
         synthetic=synthetic,
         synthetic_grid=synthetic_grid,
+        morphology=morphology,
         retries=retries,
     )
     bar = Progress(

@@ -21,7 +21,7 @@ KEYS = {
         "method", "priors", "source_model", "lens", "source", "lens_light", "latent_prior",
         "likelihood", "mask", "exptime", "background_rms", "num_chains", "num_warmup",
         "num_samples", "target_ess", "target_accept", "max_tree_depth", "svi_guide",
-        "svi_steps", "svi_lr", "map_steps", "map_restarts",
+        "svi_steps", "svi_lr", "map_steps", "map_restarts", "shapelet_order", "source_grid", "compare_sources",
     )
 }  # fmt: skip
 """The :class:`~lensgen.infer.problem.InferConfig` key each flag overrides."""
@@ -63,7 +63,27 @@ def infer(
         help="Comma-separated lens models, e.g. SIE,SHEAR (default: the file's, else SIE,SHEAR).",
     ),
     source: str | None = typer.Option(
-        None, "--source", help="vae (learned) or SERSIC_ELLIPSE (default: the file's)."
+        None,
+        "--source",
+        help="vae (learned), SERSIC_ELLIPSE, pixels or shapelets (free-form, amplitudes "
+        "marginalised), vae+pixels or vae+shapelets (learned + free-form residual); "
+        "default: the file's.",
+    ),
+    source_grid: int | None = typer.Option(
+        None,
+        "--source-grid",
+        help="Nodes per side of the pixels sources' grid (default 16).",
+    ),
+    compare_sources: bool | None = typer.Option(
+        None,
+        "--compare-sources/--no-compare-sources",
+        help="First fit the vae, pixels and vae+pixels sources by MAP and report their "
+        "evidence (evidence.csv, bestfit_<source>.png): does the source need a free-form part?",
+    ),
+    shapelet_order: int | None = typer.Option(
+        None,
+        "--shapelet-order",
+        help="Order n_max of the shapelet sources (default 12: 91 shapelets).",
     ),
     lens_light: str | None = typer.Option(
         None, "--lens-light", help="none or SERSIC_ELLIPSE (default: the file's)."

@@ -22,11 +22,18 @@ class SourceChoice(StrEnum):
     sersic = "sersic"
 
 
+class ConvolutionChoice(StrEnum):
+    auto = "auto"
+    pixel = "pixel"
+    subpixel = "subpixel"
+
+
 KEYS = {
     "npix": "instrument.npix",
     "pixel_scale": "instrument.pixel_scale",
     "supersample": "instrument.supersample",
     "psf_fwhm": "instrument.psf_fwhm",
+    "convolution": "instrument.convolution",
     "exptime": "noise.exptime",
     "background_rms": "noise.background_rms",
 }
@@ -58,6 +65,13 @@ def simulate(
     ),
     psf_fwhm: float | None = typer.Option(
         None, "--psf-fwhm", help="PSF FWHM [arcsec] (default 0.15)."
+    ),
+    convolution: ConvolutionChoice | None = typer.Option(
+        None,
+        "--convolution",
+        help="Apply the PSF to the binned pixels (pixel) or to the sub-pixels before binning "
+        "(subpixel, lenstronomy's supersampling_convolution); auto (default): subpixel when "
+        "the PSF FWHM is under 2 pixels and the image is supersampled.",
     ),
     exptime: float | None = typer.Option(
         None, "--exptime", help="Exposure time [s] for Poisson noise; 0 = none (default 1000)."
@@ -110,7 +124,9 @@ def simulate(
         load_simulate_config,
     )
 
-    cfg = load_simulate_config(config, *flag_overrides(KEYS, locals()))
+    # The config holds plain strings, as a TOML file gives them.
+    values = {**locals(), "convolution": None if convolution is None else convolution.value}
+    cfg = load_simulate_config(config, *flag_overrides(KEYS, values))
     cfg = apply_flags(
         cfg, rein=rein, lens=None if lens is None else lens.value, model_dir=model_dir
     )

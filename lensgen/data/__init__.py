@@ -1,5 +1,6 @@
 """GREAT3 training data: the download, the tar stream reader, stamp selection, the
-offline synthetic branch and the dataset build (``lensgen download-great3``).
+offline synthetic branch and its galaxy morphologies, and the dataset build
+(``lensgen download-great3``).
 
 Names load their module on first use (PEP 562).
 """
@@ -15,6 +16,7 @@ _EXPORTS = {
     "Branch": "lensgen.data.great3",
     "parse_branch": "lensgen.data.great3",
     "make_branch_tarball": "lensgen.data.synthetic",
+    "MORPHOLOGIES": "lensgen.data.morphology",
 }
 """Public name → the module that defines it (loaded on first use)."""
 

@@ -28,6 +28,7 @@ from lensgen.data.great3 import (
     resolve_tarball,
     sha256_file,
 )
+from lensgen.data.morphology import MORPHOLOGIES
 from lensgen.data.synthetic import make_branch_tarball
 from lensgen.data.tarstream import CorruptArchiveError, iter_subfields
 from lensgen.errors import ConfigError, LensgenError
@@ -42,7 +43,8 @@ class Great3Config:
 
     ``max_images=None`` reads images until ``n_stamps`` stamps are selected
     (``--synthetic`` then generates 3 images). ``cache_dir=""`` means
-    :func:`lensgen.data.great3.default_cache_dir`.
+    :func:`lensgen.data.great3.default_cache_dir`. ``morphology`` is the galaxy
+    population of a synthetic branch (:mod:`lensgen.data.morphology`).
     """
 
     branch: str = "control-ground-constant"
@@ -56,6 +58,7 @@ class Great3Config:
     seed: int = 0
     synthetic: bool = False
     synthetic_grid: int = 100
+    morphology: str = "structured"
     retries: int = 5
     retry_wait: float = 1.0
     timeout: float = 30.0
@@ -72,6 +75,10 @@ class Great3Config:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 2 <= self.synthetic_grid <= 100:
             raise ConfigError(f"synthetic_grid must be in 2…100, got {self.synthetic_grid}")
+        if self.morphology not in MORPHOLOGIES:
+            raise ConfigError(
+                f"morphology must be one of {', '.join(MORPHOLOGIES)}, got {self.morphology!r}"
+            )
 
 
 @dataclass
@@ -138,7 +145,9 @@ def _tarball(config: Great3Config, cache: Path, manifest: Manifest, on_status) -
     if config.synthetic:
         import jax
 
-        folder = cache / "synthetic" / f"grid{config.synthetic_grid}-seed{config.seed}"
+        # The population is part of the name: a cached branch of the other one is not reused.
+        name = f"grid{config.synthetic_grid}-seed{config.seed}-{config.morphology}"
+        folder = cache / "synthetic" / name
         n_images = config.max_images or 3
         target = folder / f"{branch.name}.tar.gz"
         entry = manifest.get(f"synthetic/{folder.name}/{target.name}")
@@ -146,7 +155,12 @@ def _tarball(config: Great3Config, cache: Path, manifest: Manifest, on_status) -
             on_status(f"writing a synthetic {branch.name} branch ({n_images} images)")
             try:
                 make_branch_tarball(
-                    jax.random.key(config.seed), folder, branch, n_images, config.synthetic_grid
+                    jax.random.key(config.seed),
+                    folder,
+                    branch,
+                    n_images,
+                    config.synthetic_grid,
+                    config.morphology,
                 )
             except OSError as exc:
                 raise LensgenError(f"cannot write a synthetic branch into {folder}: "
@@ -301,6 +315,7 @@ def _build(config, output, overwrite, cache, on_bytes, on_status) -> StampDatase
         "SEED": config.seed,
         "VALFRAC": config.val_fraction,
         "SYNTHET": config.synthetic,
+        **({"MORPHOL": config.morphology} if config.synthetic else {}),
         "SRCURL": url,
     }
     ds = StampDataset(

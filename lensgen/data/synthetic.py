@@ -7,16 +7,21 @@ lower-left one centred on pixel (size/2, size/2)), then packs them as
 ``<branch>.tar.gz`` laid out ``experiment/obs/shear/``. From there on the data take
 the same path as a downloaded branch.
 
-Galaxies are bulge + disk Sérsic models (:func:`lensgen.lensing.light.sersic_ellipse`)
+Galaxies start from bulge + disk Sérsic models (:func:`lensgen.lensing.light.sersic_ellipse`)
 with COSMOS-like distributions (I < 23.5 sample, Mandelbaum et al. 2014, GREAT3
 handbook): log-normal half-light radius (median 0.3″), disk n = 1, bulge
 n ∈ [2.5, 4.5] with B/T ∈ [0, 1) (35 % pure disks), Rayleigh ellipticity
 (σ_e = 0.2 per component), and a flux power law N(>F) ∝ F^−0.75 (number counts
-d log N / dm ≈ 0.3) starting at S/N ≈ 12 for a median galaxy. Each is rendered
-on a 3 × 3 sub-pixel grid, sheared, convolved with a Moffat (β = 3) ground PSF of
-FWHM 0.6–0.9″ (:func:`lensgen.lensing.instrument.moffat_psf`) and given Gaussian
-noise of one variance per image, as in GREAT3. Constant-shear branches hold
-90°-rotated pairs in consecutive stamps (k = 2m, 2m + 1, row-major).
+d log N / dm ≈ 0.3) starting at S/N ≈ 12 for a median galaxy. The default
+``"structured"`` population adds star-forming clumps, spiral arms, bars, lopsided
+disks, clump-dominated irregulars and companions (:mod:`lensgen.data.morphology`,
+fractions and sources there); ``"bulge_disk"`` keeps the smooth galaxies only.
+Each galaxy is rendered on a 3 × 3 sub-pixel grid with its total flux fixed,
+sheared, convolved with a Moffat (β = 3) ground PSF of FWHM 0.6–0.9″
+(:func:`lensgen.lensing.instrument.moffat_psf`) and given Gaussian noise of one
+variance per image, as in GREAT3. Constant-shear branches hold 90°-rotated pairs in
+consecutive stamps (k = 2m, 2m + 1, row-major); a partner's structure is rotated
+with it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ import numpy as np
 from astropy.io import fits
 
 from lensgen.data.great3 import Branch
+from lensgen.data.morphology import (
+    MORPHOLOGIES,
+    draw_structure,
+    rotate_structure,
+    structured_galaxy,
+)
+from lensgen.errors import ConfigError
 from lensgen.io.interrupt import check_interrupt
 from lensgen.lensing.instrument import convolve, moffat_psf
 from lensgen.lensing.light import sersic_ellipse
@@ -40,12 +52,43 @@ MOFFAT_BETA = 3.0
 _BATCH = 500
 
 
-def draw_galaxies(key, n: int, pixel_scale: float, noise_sigma: float, paired: bool) -> dict:
-    """COSMOS-like bulge + disk parameters for ``n`` galaxies (module docstring).
+def draw_galaxies(
+    key,
+    n: int,
+    pixel_scale: float,
+    noise_sigma: float,
+    paired: bool,
+    morphology: str = "structured",
+) -> dict:
+    """COSMOS-like galaxy parameters for ``n`` galaxies (module docstring).
 
-    Sizes in arcsec, flux in image units (noise rms ``noise_sigma`` per pixel).
-    With ``paired`` the odd galaxies are the even ones rotated by 90° (e → −e).
+    Parameters
+    ----------
+    key : jax.random.PRNGKey
+        Random key.
+    n : int
+        Number of galaxies.
+    pixel_scale : float
+        Pixel scale, arcsec.
+    noise_sigma : float
+        Noise rms per pixel, image units; sets the flux scale (S/N ≈ 12 at the faint end).
+    paired : bool
+        The odd galaxies are the even ones rotated by 90° (e → −e, structure rotated).
+    morphology : {"structured", "bulge_disk"}
+        Population (:mod:`lensgen.data.morphology`). Both draw the same base
+        bulge + disk parameters from one key; ``"structured"`` adds the structure
+        arrays (irregulars lose their bulge).
+
+    Returns
+    -------
+    dict
+        Arrays of length ``n`` (``(n, 8)`` for clumps): sizes in arcsec, flux in
+        image units, angles in radians.
     """
+    if morphology not in MORPHOLOGIES:
+        raise ConfigError(
+            f"morphology must be one of {', '.join(MORPHOLOGIES)}, got {morphology!r}"
+        )
     m = (n + 1) // 2 if paired else n
     ks = jax.random.split(key, 10)
     u = lambda k: np.asarray(jax.random.uniform(k, (m,)))  # noqa: E731
@@ -70,11 +113,14 @@ def draw_galaxies(key, n: int, pixel_scale: float, noise_sigma: float, paired: b
         "center_x": offset[0],
         "center_y": offset[1],
     }
+    if morphology == "structured":
+        params.update(draw_structure(jax.random.fold_in(key, 1), params, pixel_scale))
     if paired:
-        params = {k: np.repeat(v, 2)[:n] for k, v in params.items()}
-        sign = np.where(np.arange(n) % 2 == 1, -1.0, 1.0)
-        params["e1"] = params["e1"] * sign
-        params["e2"] = params["e2"] * sign
+        params = {k: np.repeat(v, 2, axis=0)[:n] for k, v in params.items()}
+        odd = np.arange(n) % 2 == 1
+        params["e1"] = np.where(odd, -params["e1"], params["e1"])
+        params["e2"] = np.where(odd, -params["e2"], params["e2"])
+        params = rotate_structure(params, odd)
     return params
 
 
@@ -87,7 +133,7 @@ def apply_shear(e1, e2, g1: float, g2: float):
 
 
 def _galaxy(p, xs, ys):
-    """Unit-flux bulge + disk on the sub-pixel grid, flux/sub-pixel."""
+    """Bulge + disk of total flux ``p["flux"]`` on the sub-pixel grid, flux/sub-pixel."""
     disk = sersic_ellipse(
         xs, ys, 1.0, p["r_disk"], 1.0, p["e1"], p["e2"], p["center_x"], p["center_y"]
     )
@@ -110,14 +156,17 @@ def render_galaxies(params: dict, psf: np.ndarray, size: int, pixel_scale: float
     """Noiseless PSF-convolved stamps (n, size, size), flux per pixel, float32.
 
     The stamp centre (pixel size/2 in each axis, 0-based) is the coordinate origin.
+    ``params`` from :func:`draw_galaxies`; with structure arrays (``"arm_amp"``
+    present) the galaxies are drawn by :func:`lensgen.data.morphology.structured_galaxy`.
     """
+    galaxy = structured_galaxy if "arm_amp" in params else _galaxy
     sub = (np.arange(size * OVERSAMPLE) - (size * OVERSAMPLE - 1) / 2.0) / OVERSAMPLE
     sub = (sub - 0.5 * ((size + 1) % 2)) * pixel_scale
     xs, ys = np.meshgrid(sub.astype(np.float32), sub.astype(np.float32))
 
     @jax.jit
     def batch(p):
-        fine = jax.vmap(_galaxy, in_axes=(0, None, None))(p, xs, ys)
+        fine = jax.vmap(galaxy, in_axes=(0, None, None))(p, xs, ys)
         binned = fine.reshape(-1, size, OVERSAMPLE, size, OVERSAMPLE).sum(axis=(2, 4))
         return convolve(binned, psf.astype(np.float32))
 
@@ -128,7 +177,9 @@ def render_galaxies(params: dict, psf: np.ndarray, size: int, pixel_scale: float
         chunk = {k: jnp.asarray(v[start : start + _BATCH], jnp.float32) for k, v in params.items()}
         if len(chunk["flux"]) < _BATCH and n > _BATCH:  # keep one compiled shape
             pad = _BATCH - len(chunk["flux"])
-            chunk = {k: jnp.concatenate([v, jnp.repeat(v[-1:], pad)]) for k, v in chunk.items()}
+            chunk = {
+                k: jnp.concatenate([v, jnp.repeat(v[-1:], pad, axis=0)]) for k, v in chunk.items()
+            }
         out[start : start + _BATCH] = np.asarray(batch(chunk))[: min(_BATCH, n - start)]
     return out
 
@@ -149,8 +200,13 @@ def _starfield(psf_big: np.ndarray, size: int, key) -> np.ndarray:
     return field
 
 
-def write_subfield(key, folder: Path, subfield: int, branch: Branch, grid: int) -> dict:
-    """Write one subfield's GREAT3 files into ``folder``; return its truth (PSF, σ, shear)."""
+def write_subfield(
+    key, folder: Path, subfield: int, branch: Branch, grid: int, morphology: str = "structured"
+) -> dict:
+    """Write one subfield's GREAT3 files into ``folder``; return its truth (PSF, σ, shear).
+
+    ``morphology`` picks the galaxy population (:func:`draw_galaxies`).
+    """
     size, scale = branch.stamp_size, branch.pixel_scale
     k_psf, k_noise_level, k_gal, k_shear, k_noise, k_star = jax.random.split(key, 6)
     if branch.obs == "ground":
@@ -159,9 +215,13 @@ def write_subfield(key, folder: Path, subfield: int, branch: Branch, grid: int) 
         fwhm = 2.5 * scale * (1.0 + 0.2 * float(jax.random.uniform(k_psf)))
     sigma = float(0.8 + 0.4 * jax.random.uniform(k_noise_level))
     n = grid * grid
-    params = draw_galaxies(k_gal, n, scale, sigma, branch.has_pairs)
+    params = draw_galaxies(k_gal, n, scale, sigma, branch.has_pairs, morphology)
     g = np.asarray(jax.random.uniform(k_shear, (2,), minval=-0.05, maxval=0.05))
     params["e1"], params["e2"] = apply_shear(params["e1"], params["e2"], g[0], g[1])
+    if "comp_e1" in params:  # disk-plane structure is sheared with the disk's ellipticity
+        params["comp_e1"], params["comp_e2"] = apply_shear(
+            params["comp_e1"], params["comp_e2"], g[0], g[1]
+        )
     big = size - 1 if size % 2 == 0 else size - 2  # odd kernel that fits a stamp
     psf = moffat_psf(fwhm, MOFFAT_BETA, scale, size=min(31, big))
     clean = render_galaxies(params, psf, size, scale)
@@ -189,11 +249,17 @@ def write_subfield(key, folder: Path, subfield: int, branch: Branch, grid: int) 
 
 
 def make_branch_tarball(
-    key, out_dir: Path, branch: Branch, n_subfields: int, grid: int = 100
+    key,
+    out_dir: Path,
+    branch: Branch,
+    n_subfields: int,
+    grid: int = 100,
+    morphology: str = "structured",
 ) -> tuple[Path, list[dict]]:
     """Write ``<branch>.tar.gz`` (layout ``experiment/obs/shear/``) into ``out_dir``.
 
-    Returns the tarball path and the per-subfield truth dicts of :func:`write_subfield`.
+    ``morphology`` picks the galaxy population (:func:`draw_galaxies`). Returns the
+    tarball path and the per-subfield truth dicts of :func:`write_subfield`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +273,7 @@ def make_branch_tarball(
             with tarfile.open(part, "w:gz", compresslevel=1) as tar:
                 for sub, k in enumerate(jax.random.split(key, n_subfields)):
                     check_interrupt()
-                    truths.append(write_subfield(k, folder, sub, branch, grid))
+                    truths.append(write_subfield(k, folder, sub, branch, grid, morphology))
                     for f in sorted(folder.iterdir()):
                         check_interrupt()
                         tar.add(f, arcname=f"{branch.folder}/{f.name}", recursive=False)

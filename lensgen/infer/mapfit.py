@@ -14,6 +14,7 @@ data are an argument), so fitting many observations of one shape compiles once.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any, NamedTuple
@@ -244,6 +245,13 @@ def laplace(problem: Problem, x, newton_steps: int = 60) -> Mode:
             break
     floored = np.maximum(w, 1e-8 * max(np.abs(w).max(), 1e-30))
     return Mode(unravel(flat), (vec / floored) @ vec.T, float(value), np.asarray(grad), w)
+
+
+def laplace_log_evidence(problem: Problem, x: dict, cov: np.ndarray) -> float:
+    """``log Z ≈ −U(x) + (d/2) log 2π + ½ log det Σ`` at the mode ``x`` (unconstrained)."""
+    potential = float(model_functions(problem).potential(x, problem.data))
+    _, logdet = np.linalg.slogdet(cov)
+    return -potential + 0.5 * len(cov) * math.log(2 * math.pi) + 0.5 * logdet
 
 
 class MapResult(NamedTuple):

@@ -23,10 +23,29 @@ Source options
     is the convention of ``lensgen simulate`` (``[[source]] type = "VAE"``).
 ``"SERSIC_ELLIPSE"``
     lenstronomy's elliptical Sérsic.
+``"pixels"``
+    A free-form source: an n × n grid of surface-brightness nodes
+    (:mod:`lensgen.lensing.pixelgrid`, n = ``ModelSpec.source_grid``) of half-width
+    ``width`` centred on ``center_x``/``center_y``, interpolated bilinearly, whose
+    amplitudes are marginalised analytically (:mod:`lensgen.infer.linear`) under the
+    gradient regularisation of Suyu et al. (2006) with strength ``reg``, which is
+    inferred. The sampler sees only the centre, the width and ``reg``.
+``"vae+pixels"``
+    The learned source plus a marginalised pixel-grid residual centred on its light
+    centroid: the decoder's galaxy is the prior mean of the source and the grid
+    carries what the decoder cannot represent (clumps, arms, companions).
+``"shapelets"``, ``"vae+shapelets"``
+    As the two above with a shapelet set of order ``ModelSpec.shapelet_order``
+    (:mod:`lensgen.lensing.shapelets`) of scale ``beta`` in place of the grid, with
+    independent Gaussian amplitudes (R = I).
 
 Likelihood
 ----------
 ``"gaussian"``: independent Normal(model, σ) with σ the observation's noise map.
+With a marginalised source the likelihood is the marginal likelihood of the amplitudes
+(:mod:`lensgen.infer.linear`), normalised like the Normal's so that the evidences
+of different sources compare; for ``"poisson"`` its σ² uses the data in place of
+the model (the marginalisation needs σ fixed).
 ``"poisson"``: photon counts n = image·exptime are Poisson(model·exptime) plus a
 Gaussian read/background term. We use the Gaussian approximation with the
 model-dependent variance σ² = background_rms² + max(model, 0)/exptime (lenstronomy's
@@ -37,8 +56,9 @@ non-differentiable in the data's continuous, background-subtracted values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,14 +66,21 @@ import numpyro
 import numpyro.distributions as dist
 
 from lensgen.errors import LensgenError
+from lensgen.infer.linear import LinearFit, marginalise, precision
 from lensgen.infer.priors import Prior
 from lensgen.lensing.halos import HaloConventions, tnfw_from_mass
 from lensgen.lensing.light import LIGHT_PROFILES
 from lensgen.lensing.mass import MASS_PROFILES
+from lensgen.lensing.pixelgrid import grid_interpol
 from lensgen.source.model import SOURCE_PARAMS, interpol_params
 
 VAE_PARAMS = SOURCE_PARAMS
 """Parameters of the learned source besides the latent vector."""
+LINEAR_PARAMS = {"shapelets": ("beta", "reg"), "pixels": ("width", "reg")}
+"""Parameters of a marginalised source besides its centre: the scale (arcsec: shapelet
+β, or the grid's half-width) and the regularisation strength (:mod:`lensgen.infer.linear`)."""
+SOURCES = ("vae", "SERSIC_ELLIPSE", "shapelets", "vae+shapelets", "pixels", "vae+pixels")
+"""Source models of the inference model (module docstring)."""
 SUBHALO_SITES = ("log10_m", "center_x", "center_y")
 """Free parameters of each fitted subhalo: log10 of M200 (M☉) and position (arcsec)."""
 
@@ -71,12 +98,37 @@ class ModelSpec:
     """
 
     lens: tuple[str, ...] = ("SIS",)
-    source: Literal["vae", "SERSIC_ELLIPSE"] = "vae"
+    source: Literal[
+        "vae", "SERSIC_ELLIPSE", "shapelets", "vae+shapelets", "pixels", "vae+pixels"
+    ] = "vae"
     lens_light: tuple[str, ...] = ()
     latent: Literal["flow", "normal"] = "normal"
     likelihood: Literal["gaussian", "poisson"] = "gaussian"
     subhalos: int = 0
     halos: HaloConventions | None = None
+    shapelet_order: int = 12
+    source_grid: int = 16
+
+    @property
+    def learned(self) -> bool:
+        """Whether the source has the decoder in it (``vae``, ``vae+shapelets``, ``vae+pixels``)."""
+        return self.source == "vae" or self.source.startswith("vae+")
+
+    @property
+    def basis(self) -> str | None:
+        """The marginalised part's basis, ``"shapelets"`` or ``"pixels"`` (None: none)."""
+        base = self.source.removeprefix("vae+")
+        return base if base in LINEAR_PARAMS else None
+
+    @property
+    def linear(self) -> bool:
+        """Whether the source has marginalised amplitudes."""
+        return self.basis is not None
+
+    @property
+    def basis_size(self) -> int:
+        """n of the basis: the shapelet order or the grid's side."""
+        return self.shapelet_order if self.basis == "shapelets" else self.source_grid
 
 
 class LikelihoodData(NamedTuple):
@@ -103,10 +155,15 @@ def component_params(group: str, name: str) -> tuple[str, ...]:
         return tuple(MASS_PROFILES[name].params)
     if name == "vae":
         return VAE_PARAMS
+    base = name.removeprefix("vae+")
+    if base in LINEAR_PARAMS:
+        extra = LINEAR_PARAMS[base]
+        return VAE_PARAMS + extra if name.startswith("vae+") else ("center_x", "center_y", *extra)
 
     if name not in LIGHT_PROFILES or name == "INTERPOL":
         raise LensgenError(
-            f"unsupported {group} light model {name!r}; use SERSIC_ELLIPSE (or the learned source)"
+            f"unsupported {group} light model {name!r}; use SERSIC_ELLIPSE"
+            + (f" or one of {list(SOURCES)}" if group == "source" else "")
         )
     return tuple(LIGHT_PROFILES[name].params)
 
@@ -124,9 +181,16 @@ def parameter_names(spec: ModelSpec) -> list[str]:
     return names
 
 
-def source_light_names(spec: ModelSpec) -> tuple[str, ...]:
-    """The renderer's light-profile names of the source (the learned source is INTERPOL)."""
-    return ("INTERPOL",) if spec.source == "vae" else (spec.source,)
+def source_light_names(spec: ModelSpec, linear: bool = True) -> tuple[str, ...]:
+    """The renderer's light-profile names of the source (the learned source and a pixel
+    grid are INTERPOL, shapelets SHAPELETS; ``linear=False`` leaves the marginalised
+    part out)."""
+    if spec.source == "SERSIC_ELLIPSE":
+        return (spec.source,)
+    names = ("INTERPOL",) if spec.learned else ()
+    if spec.linear and linear:
+        names += ("SHAPELETS",) if spec.basis == "shapelets" else ("INTERPOL",)
+    return names
 
 
 def _sample_component(group: str, index: int, names, priors: dict[str, Prior]) -> dict:
@@ -150,7 +214,11 @@ def build_params(spec: ModelSpec, priors: dict[str, Prior], source_model=None) -
             tnfw = tnfw_from_mass(m200, sub["center_x"], sub["center_y"], spec.halos)
             params["lens"].append(tnfw)
     src = _sample_component("source", 0, component_params("source", spec.source), priors)
-    if spec.source == "vae":
+    if spec.linear:
+        # The basis sits on the source's centre (the decoded galaxy's light centroid).
+        params["linear"] = {k: src.pop(k) for k in LINEAR_PARAMS[spec.basis]}
+        params["linear"].update(center_x=src["center_x"], center_y=src["center_y"])
+    if spec.learned:
         d = source_model.latent_dim
         std_normal = dist.Normal(jnp.zeros(d), 1.0).to_event(1)
         if spec.latent == "flow":
@@ -158,15 +226,69 @@ def build_params(spec: ModelSpec, priors: dict[str, Prior], source_model=None) -
             z = numpyro.deterministic("source.z", source_model.from_normal(u))
         else:
             z = numpyro.sample("source.z", std_normal)
-        src = interpol_params(source_model.decode(z), **src)
-    params["source"].append(src)
+        params["source"].append(interpol_params(source_model.decode(z), **src))
+    elif not spec.linear:
+        params["source"].append(src)
     for i, light in enumerate(spec.lens_light):
         names = component_params("lens_light", light)
         params["lens_light"].append(_sample_component("lens_light", i, names, priors))
     return params
 
 
-def make_model(spec: ModelSpec, priors: dict[str, Prior], renderer, source_model=None):
+class LinearSource(NamedTuple):
+    """The marginalised part of a source: ``rest`` renders everything else (parameter
+    pytree → image), ``basis`` the lensed basis functions
+    (:func:`lensgen.lensing.render.make_basis_renderer`); ``pixel_scale`` in arcsec;
+    ``kind`` the basis; ``regulariser`` R with ``log_det_reg`` = log det R (None and 0
+    for R = I)."""
+
+    rest: Callable
+    basis: Callable
+    pixel_scale: float
+    kind: str
+    regulariser: Any = None
+    log_det_reg: float = 0.0
+
+
+def linear_fit(linear: LinearSource, params: dict, data: LikelihoodData) -> tuple[LinearFit, Any]:
+    """The marginalised amplitudes at ``params`` (:mod:`lensgen.infer.linear`)
+    and the image of the rest of the model.
+
+    The log evidence includes the Gaussian normalisation −Σ log σ − (N/2) log 2π over
+    the used pixels, as the Normal likelihood of the other sources does.
+    """
+    rest = linear.rest(params)
+    g = params["linear"]
+    scale = g["beta"] if linear.kind == "shapelets" else g["width"]
+    basis = linear.basis(params["lens"], scale, g["center_x"], g["center_y"])
+    sigma = likelihood_sigma(data, data.image)  # for "poisson": σ from the data
+    weight = jnp.where(data.mask, sigma**-2, 0.0)
+    lam = precision(g["reg"], weight, linear.pixel_scale)
+    fit = marginalise(basis, data.image - rest, weight, lam, linear.regulariser, linear.log_det_reg)
+    used = jnp.sum(data.mask)
+    norm = -jnp.sum(jnp.where(data.mask, jnp.log(sigma), 0.0)) - 0.5 * used * jnp.log(2 * jnp.pi)
+    return fit._replace(log_evidence=fit.log_evidence + norm), rest
+
+
+def with_amplitudes(params: dict, amplitudes) -> dict:
+    """``params`` with the amplitudes appended to the source as a SHAPELETS or (grid)
+    INTERPOL component, as :func:`source_light_names` lists it."""
+    g = params["linear"]
+    if "beta" in g:
+        part = {"amp": amplitudes, "beta": g["beta"], "center_x": g["center_x"],
+                "center_y": g["center_y"]}  # fmt: skip
+    else:
+        part = grid_interpol(amplitudes, g["width"], g["center_x"], g["center_y"])
+    return {**params, "source": [*params["source"], part]}
+
+
+def make_model(
+    spec: ModelSpec,
+    priors: dict[str, Prior],
+    renderer,
+    source_model=None,
+    linear: LinearSource | None = None,
+):
     """The NumPyro model function ``model(data)`` for ``spec``.
 
     The observation enters as the argument ``data`` (a :class:`LikelihoodData`), not
@@ -182,16 +304,24 @@ def make_model(spec: ModelSpec, priors: dict[str, Prior], renderer, source_model
         Parameter pytree → model image (counts/s per pixel), e.g. from
         :func:`lensgen.lensing.render.make_renderer`.
     source_model : SourceModel, optional
-        Required for ``spec.source == "vae"``.
+        Required for the learned sources (``vae``, ``vae+shapelets``).
+    linear : LinearSource, optional
+        Required for the shapelet sources, whose likelihood is the marginal likelihood
+        of the amplitudes; ``renderer`` is then not used by the likelihood.
     """
     missing = [n for n in parameter_names(spec) if n not in priors]
     if missing:
         raise LensgenError(f"no prior for parameter(s) {missing}")
-    if spec.source == "vae" and source_model is None:
+    if spec.learned and source_model is None:
         raise LensgenError("the learned source needs a source model")
+    if spec.linear and linear is None:
+        raise LensgenError("a shapelet source needs its basis renderer (LinearSource)")
 
     def model(data: LikelihoodData):
         params = build_params(spec, priors, source_model)
+        if spec.linear:
+            numpyro.factor("obs", linear_fit(linear, params, data)[0].log_evidence)
+            return
         mu = renderer(params)
         sigma = likelihood_sigma(data, mu)
         numpyro.sample("obs", dist.Normal(mu, sigma).mask(data.mask).to_event(2), obs=data.image)

@@ -83,6 +83,12 @@ _DEFAULTS: dict[str, str] = {
     # by the latent, so the extra rotation is fixed unless a prior frees it.
     "source.size": "LogNormal(-1.7, 0.7)",
     "source.phi_G": "Fixed(0.0)",
+    # Marginalised shapelets (lensgen.infer.linear): scale (arcsec) and the
+    # regularisation strength ρ, ρ = 1 giving the amplitudes a prior width of about
+    # one noise σ per pixel; bright lensed sources sit near ρ ~ 1e-4 to 1e-2.
+    "source.beta": "LogNormal(-1.7, 0.7)",
+    "source.width": "LogNormal(-0.7, 0.5)",
+    "source.reg": "LogNormal(-6.0, 3.0)",
     "source.R_sersic": "LogNormal(-1.4, 0.7)",
     "source.n_sersic": "Uniform(0.5, 6.0)",
     "source.e1": "TruncatedNormal(0.0, 0.2, -0.6, 0.6)",
@@ -144,6 +150,9 @@ _DOMAINS: dict[str, Domain] = {
     "n_sersic": _positive("n_sersic"),
     "sigma": _positive("sigma"),
     "size": _positive("size"),
+    "beta": _positive("beta"),
+    "width": _positive("width"),
+    "reg": _positive("reg (the regularisation strength)"),
     "amp": Domain(0.0, math.inf, False, True, "amp >= 0"),
     "flux": Domain(0.0, math.inf, False, True, "flux >= 0"),
 }

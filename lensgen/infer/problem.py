@@ -9,6 +9,7 @@ keeping the model (and so every compiled optimiser and sampler) unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -23,18 +24,22 @@ from numpyro import handlers
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.infer.model import (
     LikelihoodData,
+    LinearSource,
     ModelSpec,
     build_params,
     likelihood_data,
     likelihood_sigma,
+    linear_fit,
     make_model,
     parameter_names,
     source_light_names,
+    with_amplitudes,
 )
 from lensgen.infer.priors import Prior, format_priors, load_priors, resolve_priors
 from lensgen.infer.programs import Programs
 from lensgen.io.fits import read_observation
-from lensgen.lensing.render import Scene, make_renderer
+from lensgen.lensing.pixelgrid import gradient_regulariser
+from lensgen.lensing.render import Scene, make_basis_renderer, make_renderer
 from lensgen.source.model import load_source_model
 
 GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal")
@@ -49,6 +54,11 @@ class InferConfig:
     source and no lens light. ``likelihood = "auto"``: Gaussian with the NOISE
     map when the file has one, else the Poisson-like model from EXPTIME/BKGRMS.
     ``exptime`` (s) and ``background_rms`` (counts/s) supply or replace the header's.
+    ``source = "pixels"`` (``"vae+pixels"``) adds a ``source_grid`` × ``source_grid``
+    pixel grid, ``"shapelets"`` (``"vae+shapelets"``) a shapelet set of order
+    ``shapelet_order``, whose amplitudes are marginalised; ``compare_sources`` first
+    fits ``vae``, ``pixels`` and ``vae+pixels`` by MAP and reports their evidence
+    (:mod:`lensgen.infer.compare`).
     NUTS draws up to ``num_samples`` per chain after ``num_warmup`` and stops early
     once every scalar parameter has R-hat < 1.01 and an effective sample size of at
     least ``target_ess`` (0: always draw ``num_samples``).
@@ -56,7 +66,9 @@ class InferConfig:
 
     method: Literal["nuts", "svi", "map", "nuts+svi"] = "nuts"
     lens: tuple[str, ...] = ()
-    source: Literal["auto", "vae", "SERSIC_ELLIPSE"] = "auto"
+    source: Literal[
+        "auto", "vae", "SERSIC_ELLIPSE", "shapelets", "vae+shapelets", "pixels", "vae+pixels"
+    ] = "auto"
     lens_light: Literal["auto", "none", "SERSIC_ELLIPSE"] = "auto"
     source_model: str = ""
     latent_prior: Literal["auto", "flow", "normal"] = "auto"
@@ -82,6 +94,9 @@ class InferConfig:
     svi_steps: int = 1000
     svi_lr: float = 0.01
     svi_samples: int = 2000
+    shapelet_order: int = 12
+    source_grid: int = 16
+    compare_sources: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_chains", "num_samples", "map_steps", "map_restarts", "svi_samples"):
@@ -92,6 +107,12 @@ class InferConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.target_accept < 1.0:
             raise ConfigError(f"target_accept must be in (0, 1), got {self.target_accept}")
+        if not 0 <= self.shapelet_order <= 30:
+            raise ConfigError(f"shapelet_order must be in 0..30, got {self.shapelet_order}")
+        if not 3 <= self.source_grid <= 100:
+            raise ConfigError(
+                f"source_grid must be in 3..100 (nodes a side), got {self.source_grid}"
+            )
         if not 1 <= self.max_tree_depth <= 15:
             raise ConfigError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
         for name in ("svi_lr", "map_lr"):
@@ -111,6 +132,9 @@ class Problem(NamedTuple):
     :class:`~lensgen.infer.model.LikelihoodData`; ``programs`` holds the model's
     compiled programs (:class:`~lensgen.infer.programs.Programs`), kept by
     :func:`with_data` so that other observations of the same shape reuse them.
+    ``linear`` renders the marginalised part of a shapelet source (None otherwise);
+    ``renderer`` renders the whole model once the amplitudes are known
+    (:func:`render_values`).
     """
 
     spec: ModelSpec
@@ -122,6 +146,7 @@ class Problem(NamedTuple):
     source_model: Any
     psf: np.ndarray | None
     programs: Programs
+    linear: LinearSource | None = None
 
 
 class InferenceResult(NamedTuple):
@@ -159,7 +184,8 @@ def _scene_defaults(
         names = scene.get("source") or ["INTERPOL"]
         if len(names) != 1 or names[0] not in ("INTERPOL", "SERSIC_ELLIPSE"):
             raise LensgenError(
-                f"{where}: cannot model the source {names}; pass --source vae or SERSIC_ELLIPSE"
+                f"{where}: cannot model the source {names}; pass --source (vae, pixels, "
+                "vae+pixels, shapelets, vae+shapelets or SERSIC_ELLIPSE)"
             )
         source = "vae" if names[0] == "INTERPOL" else "SERSIC_ELLIPSE"
     if config.lens_light == "auto":
@@ -284,17 +310,19 @@ def build_problem(
     lens, source, light = _scene_defaults(config, obs.scene, str(obs.path or "observation"))
     kind, sigma, exptime, bkg = _likelihood(config, obs)
     latent = "normal"
-    if source == "vae":
+    if source == "vae" or source.startswith("vae+"):
         if source_model is None:
             use_flow = False if config.latent_prior == "normal" else None
             source_model = load_source_model(config.source_model or None, use_flow=use_flow)
         if config.latent_prior == "flow" and not source_model.has_flow:
             raise LensgenError("--latent-prior flow: the source model has no flow")
         latent = "flow" if config.latent_prior != "normal" and source_model.has_flow else "normal"
-    spec = ModelSpec(lens=lens, source=source, lens_light=light, latent=latent, likelihood=kind)
+    spec = ModelSpec(lens=lens, source=source, lens_light=light, latent=latent, likelihood=kind,
+                     shapelet_order=config.shapelet_order, source_grid=config.source_grid)  # fmt: skip
     overrides = load_priors(config.priors) if config.priors else {}
     priors = resolve_priors(parameter_names(spec), overrides, config.priors or "[priors]")
     data = _checked_data(obs, kind, sigma, exptime, bkg, mask)
+    _check_basis_fits(spec, data, str(obs.path or "observation"))
     scene = Scene(
         lens=lens,
         source=source_light_names(spec),
@@ -302,11 +330,48 @@ def build_problem(
         shape=obs.image.shape,
         pixel_scale=obs.pixel_scale,
         supersample=obs.supersample,
+        convolution=obs.convolution,
     )
-    psf = None if obs.psf is None else np.asarray(obs.psf)
-    renderer = make_renderer(scene, None if psf is None else jnp.asarray(psf))
-    model = make_model(spec, priors, renderer, source_model)
-    return Problem(spec, priors, model, renderer, scene, data, source_model, psf, Programs(model))
+    psf = _render_kernel(obs)
+    kernel = None if psf is None else jnp.asarray(psf)
+    renderer = make_renderer(scene, kernel)
+    linear = None
+    if spec.linear:
+        rest = dataclasses.replace(scene, source=source_light_names(spec, linear=False))
+        basis = make_basis_renderer(scene, spec.basis, spec.basis_size, kernel)
+        reg = None if spec.basis == "shapelets" else gradient_regulariser(spec.source_grid)
+        log_det = 0.0 if reg is None else float(np.linalg.slogdet(reg)[1])
+        linear = LinearSource(make_renderer(rest, kernel), basis, scene.pixel_scale,
+                              spec.basis, reg, log_det)  # fmt: skip
+    model = make_model(spec, priors, renderer, source_model, linear)
+    return Problem(
+        spec, priors, model, renderer, scene, data, source_model, psf, Programs(model), linear
+    )
+
+
+def _check_basis_fits(spec: ModelSpec, data: LikelihoodData, where: str) -> None:
+    """Refuse a marginalised source with more amplitudes than the image has used pixels."""
+    if not spec.linear:
+        return
+    used = int(np.asarray(data.mask).sum())
+    if spec.basis == "pixels":
+        k, what = spec.source_grid**2, f"source grid {spec.source_grid} × {spec.source_grid}"
+        fix = f"--source-grid ≤ {math.isqrt(used)}"
+    else:
+        k, what = (spec.shapelet_order + 1) * (spec.shapelet_order + 2) // 2, "shapelet set"
+        fix = "a smaller --shapelet-order"
+    if k > used:
+        raise LensgenError(
+            f"{where}: the {what} has {k} amplitudes, more than the image's {used} used "
+            f"pixels can constrain; use {fix}"
+        )
+
+
+def _render_kernel(obs) -> np.ndarray | None:
+    """The PSF kernel the file's model was convolved with: PSFSUPER (sampled on the
+    sub-pixels) when its CONVMODE is 'subpixel', else PSF."""
+    kernel = obs.psf_supersampled if obs.convolution == "subpixel" else obs.psf
+    return None if kernel is None else np.asarray(kernel)
 
 
 def with_data(problem: Problem, obs, mask: np.ndarray | None = None, config=None) -> Problem:
@@ -327,11 +392,17 @@ def with_data(problem: Problem, obs, mask: np.ndarray | None = None, config=None
             f"{obs.supersample}) differs from the problem's {problem.scene.shape} at "
             f"{problem.scene.pixel_scale}″ ({problem.scene.supersample})"
         )
-    same_psf = (obs.psf is None and problem.psf is None) or (
-        obs.psf is not None
+    if obs.convolution != problem.scene.convolution:
+        raise LensgenError(
+            f"{where}: CONVMODE = {obs.convolution!r} differs from the problem's "
+            f"{problem.scene.convolution!r}; build a new problem"
+        )
+    psf = _render_kernel(obs)
+    same_psf = (psf is None and problem.psf is None) or (
+        psf is not None
         and problem.psf is not None
-        and obs.psf.shape == problem.psf.shape
-        and np.allclose(obs.psf, problem.psf)
+        and psf.shape == problem.psf.shape
+        and np.allclose(psf, problem.psf)
     )
     if not same_psf:
         raise LensgenError(f"{where}: the PSF differs from the problem's; build a new problem")
@@ -347,7 +418,10 @@ def render_values(problem: Problem, values: dict[str, Any]) -> tuple[dict, jnp.n
     with handlers.seed(rng_seed=0), handlers.substitute(data=values):
         # Parameters only: the likelihood (and so the data) is not needed here.
         params = build_params(problem.spec, problem.priors, problem.source_model)
-    return params, problem.renderer(params)
+    if problem.linear is None:
+        return params, problem.renderer(params)
+    fit, rest = linear_fit(problem.linear, params, problem.data)
+    return with_amplitudes(params, fit.amplitudes), rest + fit.image
 
 
 def normalised_residuals(problem: Problem, model) -> np.ndarray:
@@ -396,6 +470,6 @@ def prior_table(config: InferConfig, obs_path: str | Path | None = None) -> str:
     priors = resolve_priors(parameter_names(spec), overrides, config.priors or "[priors]")
 
     text = format_priors(priors)
-    if source == "vae":
+    if spec.learned:
         text += "# source latent: u ~ N(0, I), z = flow(u) when the model has a flow, else z ~ N(0, I)\n"
     return text

@@ -21,6 +21,13 @@ from typing import Any
 import jax
 
 from lensgen.config import dumps_toml, load_config, to_dict
+from lensgen.infer.compare import (
+    compare_outputs,
+    compare_sources,
+    comparison_key,
+    print_evidence,
+    write_evidence,
+)
 from lensgen.infer.mapfit import MapResult, Mode, find_map, laplace
 from lensgen.infer.outputs import check_run_outputs, infer_outputs, write_outputs
 from lensgen.infer.problem import (
@@ -35,7 +42,7 @@ from lensgen.infer.problem import (
     render_values,
     with_data,
 )
-from lensgen.infer.report import write_results
+from lensgen.infer.report import bestfit_plot, write_results
 from lensgen.infer.samplers import ProgressFn, run_nuts, run_svi
 from lensgen.infer.starts import estimate_geometry
 from lensgen.io.atomic import check_output_dir
@@ -118,14 +125,33 @@ def run_infer(
     mask = load_mask(config.mask, obs.image.shape) if config.mask else None
     problem = build_problem(config, obs, source_model, mask)
     names = output_names(config, problem)
-    check_run_outputs(out, names, overwrite, inputs=(obs_path, config.mask, config.priors))
+    compared = compare_outputs() if config.compare_sources else []
+    check_run_outputs(out, [*compared, *names], overwrite,
+                      inputs=(obs_path, config.mask, config.priors))  # fmt: skip
     warn_unfitted(config)
+    extra = {}
+    if config.compare_sources:
+        fits = compare_sources(comparison_key(seed), config, obs, mask,
+                               problem.source_model, progress=progress)  # fmt: skip
+        extra = comparison_writers(fits, obs)
+        if console is not None:
+            print_evidence(fits, console)
     results = run_inference(jax.random.PRNGKey(seed), problem, config, progress)
     header = f"# lensgen infer {obs_path} --seed {seed}\n"
-    write_run(config, problem, obs, results, out, overwrite, header, console=console)
+    write_run(config, problem, obs, results, out, overwrite, header, extra=extra, console=console)
     if console is not None:
-        console.print(f"wrote {len(names)} files to {out}")
+        console.print(f"wrote {len(names) + len(compared)} files to {out}")
     return results
+
+
+def comparison_writers(fits, obs) -> dict[str, Any]:
+    """Writers of the ``--compare-sources`` files: the evidence table and each best fit."""
+    writers: dict[str, Any] = {"evidence.csv": lambda path: write_evidence(fits, path)}
+    for f in fits:
+        writers[f"bestfit_{f.source}.png"] = lambda path, f=f: bestfit_plot(
+            f.problem, obs, f.map.as_result(), path, overwrite=True
+        )
+    return writers
 
 
 def output_names(config: InferConfig, problem: Problem) -> list[str]:

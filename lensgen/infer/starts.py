@@ -171,7 +171,12 @@ def map_starts(key, problem: Problem, z: dict, n: int) -> dict:
         if all(m is not None for m in moments):
             for name in ("flux", "center_x", "center_y", "size"):
                 values[f"source.0.{name}"] = np.array([getattr(m, name) for m in moments])
-            if problem.spec.source == "vae" and latent_site in z:
+            # A shapelet set of scale β reaches ~β√(n_max + 1): β = RMS radius covers
+            # the source and its near surroundings.
+            values["source.0.beta"] = values["source.0.size"]
+            # A grid of half-width 3 RMS radii holds the source and a close companion.
+            values["source.0.width"] = 3.0 * values["source.0.size"]
+            if problem.spec.learned and latent_site in z:
                 targets = np.array([[m.e1, m.e2] for m in moments])
                 values[latent_site] = matching_latents(problem, rng, targets)
     if "source.0.phi_G" in z:

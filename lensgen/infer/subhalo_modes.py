@@ -11,7 +11,6 @@ detection statistic compares both models at their best.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -21,7 +20,14 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 
 from lensgen.errors import LensgenError
-from lensgen.infer.mapfit import MapResult, Mode, laplace, map_from_mode, model_functions
+from lensgen.infer.mapfit import (
+    MapResult,
+    Mode,
+    laplace,
+    laplace_log_evidence,
+    map_from_mode,
+    model_functions,
+)
 from lensgen.infer.model import SUBHALO_SITES
 from lensgen.infer.problem import Problem
 from lensgen.infer.subhalo_config import SubhaloConfig
@@ -37,13 +43,6 @@ class SubhaloMode(NamedTuple):
     mode: Mode
     log_evidence: float
     point: dict[str, np.ndarray]
-
-
-def laplace_log_evidence(problem: Problem, x: dict, cov: np.ndarray) -> float:
-    """``log Z ≈ −U(x) + (d/2) log 2π + ½ log det Σ`` at the mode ``x`` (unconstrained)."""
-    potential = float(model_functions(problem).potential(x, problem.data))
-    _, logdet = np.linalg.slogdet(cov)
-    return -potential + 0.5 * len(cov) * math.log(2 * math.pi) + 0.5 * logdet
 
 
 def _unconstrained(problem: Problem, site: str, value) -> jnp.ndarray:

@@ -7,10 +7,14 @@ Layout (DESIGN.md, "Conventions"):
   is ``|CDELT|`` (degrees; ``PIXSCALE`` repeats it in arcsec). ``CDELT1 < 0``: RA
   grows to the left, as on the sky, so lensgen's x axis (FITS axis 1) points
   west: x = −ΔRA·cos(Dec), y = ΔDec. ``EXPTIME`` (s), ``BKGRMS`` (counts/s),
-  ``SUPERSMP``; for simulations ``SEED``, ``LGVERS`` and truths as
+  ``SUPERSMP``, ``CONVMODE`` (where the model applied the PSF: ``'pixel'``, after
+  binning the sub-pixels, or ``'subpixel'``, before; a file without the card is
+  ``'pixel'``); for simulations ``SEED``, ``LGVERS`` and truths as
   ``HIERARCH TRUTH <group>.<index>.<name>`` plus the component names as
   ``HIERARCH SCENE <group>.<index>``.
-* extensions ``PSF`` (unit-sum kernel), ``NOISE`` (σ per pixel, counts/s) and, for
+* extensions ``PSF`` (unit-sum kernel), ``PSFSUPER`` (the unit-sum kernel sampled at
+  PIXSCALE / SUPERSMP, odd sides, that ``'subpixel'`` convolution uses; its own
+  ``PIXSCALE`` and ``SUPERSMP`` cards), ``NOISE`` (σ per pixel, counts/s) and, for
   simulations, ``MODEL`` (noiseless image) and ``SOURCE`` (the unlensed source on a
   source-plane grid; its ``PIXSCALE`` gives that grid's scale).
 """
@@ -33,6 +37,8 @@ from lensgen.errors import LensgenError
 from lensgen.io.atomic import atomic_path
 
 _GROUPS = ("lens", "source", "lens_light")
+CONVOLUTIONS = ("pixel", "subpixel")
+"""Values of the CONVMODE card (``lensgen.lensing.psf_supersampling.CONVOLUTIONS``)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ class Observation:
     exptime : exposure time in seconds, or None.
     background_rms : Gaussian background σ in counts/s, or None.
     supersample : supersampling factor used to render it (1 for real data).
+    convolution : ``"pixel"`` or ``"subpixel"``: the PSF applied to the binned pixels
+        (kernel ``psf``) or to the sub-pixels before binning (kernel
+        ``psf_supersampled``); see :mod:`lensgen.lensing.psf_supersampling`.
+    psf_supersampled : unit-sum PSF kernel sampled at pixel_scale / supersample, or None.
     model, source : noiseless image and true source (simulations only).
     source_pixel_scale : arcsec per pixel of ``source``.
     truth : flat truth parameters ``{"lens.0.theta_E": 2.3, ...}``.
@@ -62,6 +72,8 @@ class Observation:
     exptime: float | None = None
     background_rms: float | None = None
     supersample: int = 1
+    convolution: str = "pixel"
+    psf_supersampled: np.ndarray | None = None
     model: np.ndarray | None = None
     source: np.ndarray | None = None
     source_pixel_scale: float | None = None
@@ -113,6 +125,7 @@ def write_observation(
     if obs.background_rms is not None:
         header["BKGRMS"] = (float(obs.background_rms), "Gaussian background rms [counts/s]")
     header["SUPERSMP"] = (int(obs.supersample), "supersampling factor of the model")
+    header["CONVMODE"] = (obs.convolution, "PSF applied to pixel or subpixel grid")
     header["NOISE"] = (_noise_label(obs), "noise model")
     if obs.seed is not None:
         header["SEED"] = (int(obs.seed), "random seed of the simulation")
@@ -128,6 +141,8 @@ def write_observation(
     ]
     if obs.psf is not None:
         hdus.append(_image_hdu(obs.psf, "PSF", PIXSCALE=float(obs.pixel_scale)))
+    if obs.psf_supersampled is not None:
+        hdus.append(_psf_super_hdu(obs.psf_supersampled, obs.pixel_scale, obs.supersample))
     if obs.noise_map is not None:
         hdus.append(_image_hdu(obs.noise_map, "NOISE", BUNIT="electron/s"))
     if obs.model is not None:
@@ -148,6 +163,15 @@ def write_observation(
     with atomic_path(path, overwrite) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
     return Path(path)
+
+
+def _psf_super_hdu(kernel: np.ndarray, pixel_scale: float, supersample: int) -> fits.ImageHDU:
+    return _image_hdu(
+        kernel,
+        "PSFSUPER",
+        PIXSCALE=(float(pixel_scale) / int(supersample), "arcsec / sub-pixel"),
+        SUPERSMP=(int(supersample), "sub-pixels per pixel along each axis"),
+    )
 
 
 def _noise_label(obs: Observation) -> str:
@@ -313,7 +337,7 @@ def read_observation(path: str | Path) -> Observation:
         source_scale = None
         if "SOURCE" in names:
             source_scale = _card(hdul["SOURCE"].header, "PIXSCALE", path, pixel_scale)
-        known = {"PRIMARY", "PSF", "NOISE", "MODEL", "SOURCE"}
+        known = {"PRIMARY", "PSF", "PSFSUPER", "NOISE", "MODEL", "SOURCE"}
         extra = {
             h.name: np.asarray(h.data)
             for h in hdul[1:]
@@ -336,6 +360,18 @@ def read_observation(path: str | Path) -> Observation:
         supersample = _int_card(header, "SUPERSMP", path, 1)
         if supersample is None or supersample < 1:
             raise LensgenError(f"{path}: header card SUPERSMP = {supersample} must be >= 1")
+        convolution = header.get("CONVMODE", "pixel")
+        if convolution not in CONVOLUTIONS:
+            raise LensgenError(
+                f"{path}: header card CONVMODE = {convolution!r} must be one of "
+                f"{', '.join(map(repr, CONVOLUTIONS))}"
+            )
+        psf_super = _psf_supersampled(hdul, names, path, supersample)
+        if convolution == "subpixel" and psf is not None and psf_super is None:
+            raise LensgenError(
+                f"{path}: header card CONVMODE = 'subpixel' needs the PSFSUPER extension "
+                f"(the PSF kernel sampled at PIXSCALE / SUPERSMP), which is missing"
+            )
         return Observation(
             image=image,
             pixel_scale=pixel_scale,
@@ -344,6 +380,8 @@ def read_observation(path: str | Path) -> Observation:
             exptime=_card(header, "EXPTIME", path),
             background_rms=_card(header, "BKGRMS", path),
             supersample=supersample,
+            convolution=convolution,
+            psf_supersampled=psf_super,
             model=ext("MODEL"),
             source=ext("SOURCE"),
             source_pixel_scale=source_scale,
@@ -357,6 +395,32 @@ def read_observation(path: str | Path) -> Observation:
         )
 
 
+def _psf_supersampled(hdul, names: list[str], path: Path, supersample: int) -> np.ndarray | None:
+    """The PSFSUPER kernel (unit sum), or None; one line naming a bad extension."""
+    if "PSFSUPER" not in names:
+        return None
+    hdu = hdul["PSFSUPER"]
+    data = None if hdu.data is None else np.asarray(hdu.data, dtype=np.float64)
+    if data is None or data.ndim != 2 or not np.all(np.isfinite(data)) or data.sum() <= 0:
+        shape = None if data is None else data.shape
+        raise LensgenError(
+            f"{path}: PSFSUPER extension (shape {shape}) must be a finite 2-D kernel with "
+            "positive sum"
+        )
+    if data.shape[0] % 2 == 0 or data.shape[1] % 2 == 0:
+        raise LensgenError(
+            f"{path}: PSFSUPER extension has even shape {data.shape}; its sides must be odd "
+            "so that its centre is a sub-pixel"
+        )
+    own = _int_card(hdu.header, "SUPERSMP", path, supersample)
+    if own != supersample:
+        raise LensgenError(
+            f"{path}: PSFSUPER extension has SUPERSMP = {own}, the image SUPERSMP = "
+            f"{supersample}; the kernel must be sampled on the image's sub-pixels"
+        )
+    return data / data.sum()
+
+
 def write_batch(
     path: str | Path,
     images: np.ndarray,
@@ -368,11 +432,13 @@ def write_batch(
     seed: int,
     cards: dict[str, Any],
     overwrite: bool = False,
+    psf_supersampled: np.ndarray | None = None,
 ) -> Path:
     """Write a batch of simulated lenses: an (n, ny, nx) cube and a parameter table.
 
     Primary HDU: the noisy cube (counts/s per pixel) with the celestial WCS of one
-    image (axis 3 is the lens index); ``MODEL``: noiseless cube; ``PSF``;
+    image (axis 3 is the lens index); ``MODEL``: noiseless cube; ``PSF``; ``PSFSUPER``
+    (when given, sampled at ``pixel_scale / cards["SUPERSMP"]``);
     ``PARAMS``: one row per lens, one column per parameter (``lens.0.theta_E``…);
     ``LATENT``: (n, latent_dim) source latents for a learned source.
     """
@@ -395,6 +461,8 @@ def write_batch(
     ]
     if psf is not None:
         hdus.append(_image_hdu(psf, "PSF", PIXSCALE=float(pixel_scale)))
+    if psf_supersampled is not None:
+        hdus.append(_psf_super_hdu(psf_supersampled, pixel_scale, cards["SUPERSMP"]))
     params_hdu = fits.table_to_hdu(table)
     params_hdu.name = "PARAMS"
     hdus.append(params_hdu)

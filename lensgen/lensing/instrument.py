@@ -20,6 +20,8 @@ import numpy as np
 from scipy.special import erf
 
 from lensgen.errors import LensgenError
+from lensgen.io.source_image import read_image
+from lensgen.lensing.grid import bin_image
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -96,40 +98,36 @@ def moffat_psf(fwhm: float, beta: float, pixel_scale: float, size: int | None = 
     return kernel / kernel.sum()
 
 
-def load_psf(path: str | Path) -> np.ndarray:
-    """Read a PSF kernel from the first FITS HDU holding data; return it with unit sum.
+def read_psf(path: str | Path) -> np.ndarray:
+    """Read a kernel from the first FITS HDU holding data; return it with unit sum.
+
+    Checks everything but the kernel's side (see :func:`load_psf` and
+    :func:`lensgen.lensing.psf_supersampling.load_supersampled_psf`).
 
     Raises
     ------
     LensgenError
-        If the file is missing or not FITS, holds no 2-D image, has an even side
-        (the centre would be ambiguous), non-finite values, or a non-positive sum.
+        If the file is missing or not FITS, holds no 2-D image, non-finite values,
+        or a non-positive sum.
     """
-    from astropy.io import fits
+    return read_image(path, "PSF file")[0]
 
-    path = Path(path)
-    if not path.is_file():
-        raise LensgenError(f"PSF file {path} does not exist")
-    try:
-        with fits.open(path) as hdul:
-            data = next((h.data for h in hdul if h.data is not None), None)
-            data = None if data is None else np.array(data, dtype=np.float64)
-    except (OSError, ValueError, TypeError) as exc:
-        raise LensgenError(f"PSF file {path} is not a readable FITS file: {exc}") from exc
-    if data is None or data.ndim != 2:
-        shape = None if data is None else data.shape
-        raise LensgenError(f"PSF file {path} must hold a 2-D image, found shape {shape}")
+
+def load_psf(path: str | Path) -> np.ndarray:
+    """Read a pixel-level PSF kernel (:func:`read_psf`) that has odd sides.
+
+    Raises
+    ------
+    LensgenError
+        As :func:`read_psf`, and for an even side (the centre would be ambiguous).
+    """
+    data = read_psf(path)
     if data.shape[0] % 2 == 0 or data.shape[1] % 2 == 0:
         raise LensgenError(
             f"PSF file {path} has even size {data.shape}; the kernel must have odd sides "
             "so that its centre is a pixel"
         )
-    if not np.all(np.isfinite(data)):
-        raise LensgenError(f"PSF file {path} contains NaN or infinite values")
-    total = data.sum()
-    if not total > 0:
-        raise LensgenError(f"PSF file {path} has non-positive sum {total!r}")
-    return data / total
+    return data
 
 
 def _fast_size(n: int) -> int:
@@ -175,9 +173,21 @@ class PSFTransfer:
     convolutions written as matrix products; any other kernel through a
     zero-padded real FFT. Both equal ``scipy.signal.fftconvolve(mode="same")``
     to rounding.
+
+    With ``supersample = s > 1`` the kernel is sampled on the sub-pixel grid
+    (spacing pixel_scale / s) and :meth:`apply` takes the (…, ny·s, nx·s)
+    sub-pixel image, convolves it there and returns the mean over each pixel's
+    s × s sub-pixels, (…, ny, nx): lenstronomy's ``supersampling_convolution=True``
+    (``SubgridKernelConvolution``) with the whole kernel on the sub-pixel grid. For a
+    separable kernel the binning is folded into the matrices, (ny × ny·s) and
+    (nx·s × nx), so the sub-pixel convolution costs two thin matrix products. Other
+    kernels zero-pad the sub-pixel image for the FFT; in a forward-only program XLA
+    on a CPU fuses that padding into the light profiles' arithmetic, unvectorised,
+    which makes a 100 × 100 render at s = 4 with a 51 × 51 Moffat kernel about 8×
+    the pixel convolution's time (its gradient: 1.0–1.6×; BENCHMARKS.md).
     """
 
-    def __init__(self, kernel, image_shape: tuple[int, int]):
+    def __init__(self, kernel, image_shape: tuple[int, int], supersample: int = 1):
         # A traced kernel (e.g. a PSF passed through jax.jit) is transformed with
         # jnp inside the trace; a concrete one once, here, with NumPy in float64.
         traced = isinstance(kernel, jax.core.Tracer)
@@ -186,39 +196,53 @@ class PSFTransfer:
             raise LensgenError(f"PSF kernel must be 2-D with odd sides, got shape {kernel.shape}")
         self.kernel_shape = tuple(kernel.shape)
         self.image_shape = tuple(image_shape)
+        self.supersample = s = int(supersample)
+        self.grid_shape = tuple(n * s for n in self.image_shape)
         self.separable = None
-        if not traced and max(self.image_shape) <= _SEPARABLE_MAX_SIDE:
+        if not traced and max(self.grid_shape) <= _SEPARABLE_MAX_SIDE:
             u, sv, vt = np.linalg.svd(kernel)
             rank = int(np.sum(sv > 1e-12 * sv[0])) if sv[0] > 0 else 0
             if 0 < rank <= _SEPARABLE_MAX_RANK:
                 ny, nx = self.image_shape
                 self.separable = [
-                    (_toeplitz(u[:, r] * sv[r], ny), _toeplitz(vt[r], nx).T) for r in range(rank)
+                    (_binned_toeplitz(u[:, r] * sv[r], ny, s), _binned_toeplitz(vt[r], nx, s).T)
+                    for r in range(rank)
                 ]
                 return
         # Zero-padding to ≥ image + kernel − 1 makes the cyclic FFT product a linear
         # convolution.
         self.fft_shape = tuple(
-            _fast_size(n + k - 1) for n, k in zip(self.image_shape, kernel.shape, strict=True)
+            _fast_size(n + k - 1) for n, k in zip(self.grid_shape, kernel.shape, strict=True)
         )
         fft = jnp.fft.rfft2 if traced else np.fft.rfft2
         self.transfer = fft(kernel, self.fft_shape)
 
     def apply(self, image):
-        """Convolve ``image`` (…, ny, nx) with the kernel; same shape, kernel centred."""
+        """Convolve ``image`` (…, ny·s, nx·s) with the kernel (centred) and bin to (…, ny, nx)."""
         if self.separable is not None:
             out = 0.0
             for rows, cols_t in self.separable:
                 rows = jnp.asarray(rows, image.dtype)
                 out = out + jnp.matmul(jnp.matmul(rows, image), jnp.asarray(cols_t, image.dtype))
             return out
-        ny, nx = self.image_shape
+        ny, nx = self.grid_shape
         ky, kx = self.kernel_shape
         transfer = jnp.asarray(self.transfer, dtype=jnp.result_type(image, jnp.complex64))
         spectrum = jnp.fft.rfft2(image, self.fft_shape) * transfer
         full = jnp.fft.irfft2(spectrum, self.fft_shape)
         oy, ox = (ky - 1) // 2, (kx - 1) // 2
-        return full[..., oy : oy + ny, ox : ox + nx].astype(image.dtype)
+        return bin_image(full[..., oy : oy + ny, ox : ox + nx], self.supersample).astype(
+            image.dtype
+        )
+
+
+def _binned_toeplitz(taps: np.ndarray, n: int, supersample: int) -> np.ndarray:
+    """(n, n·s) matrix: the 1-D convolution on n·s sub-pixels, then the mean over each
+    pixel's s sub-pixels (:func:`_toeplitz` when s = 1)."""
+    full = _toeplitz(taps, n * supersample)
+    if supersample == 1:
+        return full
+    return full.reshape(n, supersample, n * supersample).mean(axis=1)
 
 
 def convolve(image, kernel):

@@ -4,7 +4,7 @@ Every profile is a pure function ``f(x, y, **params)`` returning surface brightn
 (flux per arcsec²) at angular positions ``x, y`` (arcsec); it broadcasts over arrays
 and is safe under ``jax.jit``, ``jax.vmap`` and ``jax.grad``. The values agree with
 lenstronomy 1.14 ("SERSIC", "SERSIC_ELLIPSE", "GAUSSIAN", "GAUSSIAN_ELLIPSE",
-"INTERPOL") to floating-point rounding, including lenstronomy's small-radius floor
+"INTERPOL", "SHAPELETS") to floating-point rounding, including lenstronomy's small-radius floor
 and outer cut-off of the Sérsic profile.
 """
 
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensgen.errors import LensgenError
+from lensgen.lensing.shapelets import shapelet_set
 
 # lenstronomy floors radii at this value (arcsec) so that R^(1/n) stays finite
 # and differentiable at the profile centre.
@@ -195,6 +196,8 @@ LIGHT_PROFILES: dict[str, LightProfile] = {
         ("image", "amp", "center_x", "center_y", "phi_G", "scale"),
         {"amp": 1.0, "phi_G": 0.0, "scale": 1.0, **_CENTRE},
     ),
+    # ``amp`` is the vector of shapelet amplitudes (lensgen.lensing.shapelets).
+    "SHAPELETS": LightProfile(shapelet_set, ("amp", "beta", "center_x", "center_y"), dict(_CENTRE)),
 }
 
 
@@ -222,7 +225,7 @@ def validate_light(model: Sequence[str], params: Sequence[Mapping]) -> None:
             raise LensgenError(f"light profile {name!r} is missing parameter(s) {missing}")
 
 
-_POSITIVE = ("R_sersic", "n_sersic", "sigma", "scale")
+_POSITIVE = ("R_sersic", "n_sersic", "sigma", "scale", "beta")
 """Light-profile parameters that must be > 0 (sizes and the Sérsic index)."""
 
 
@@ -240,7 +243,11 @@ def check_light_values(name: str, params: Mapping[str, Any], where: str) -> None
         for ok, rule in (
             (np.isfinite(v), "must be finite"),
             (v > 0 if key in _POSITIVE else None, "must be > 0"),
-            (v >= 0 if key == "amp" else None, "must be >= 0 (emitted light is not negative)"),
+            # Shapelet amplitudes are signed: only their sum over the set is light.
+            (
+                v >= 0 if key == "amp" and name != "SHAPELETS" else None,
+                "must be >= 0 (emitted light is not negative)",
+            ),
         ):
             if ok is not None and not np.all(ok):
                 raise LensgenError(f"{where} ({name}): {key} {rule}, got {v[~ok][0]:g}")

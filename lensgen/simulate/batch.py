@@ -17,7 +17,7 @@ import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,9 @@ from lensgen.errors import LensgenError
 from lensgen.io.atomic import atomic_outputs, check_outputs
 from lensgen.io.fits import Observation, write_batch, write_observation
 from lensgen.io.interrupt import check_interrupt
+from lensgen.io.source_image import read_source_image
 from lensgen.lensing import instrument
+from lensgen.lensing import psf_supersampling as supersampling
 from lensgen.lensing.light import check_light_values
 from lensgen.lensing.raytrace import validate_lens
 from lensgen.lensing.render import Scene, make_renderer, render_source_plane
@@ -46,6 +48,10 @@ from lensgen.simulate.scene import (
 from lensgen.source.model import default_model_path, interpol_params, load_source_model
 
 GROUPS = ("lens", "source", "lens_light")
+IMAGE_PARAMS = {"flux": 50.0, "center_x": 0.0, "center_y": 0.0, "phi_G": 0.0}
+"""Drawable parameters of an ``IMAGE`` source and their defaults (its ``file`` and
+``pixel_scale`` are fixed): total flux (counts/s), position of the image centre
+(arcsec) and rotation (radians)."""
 SOURCE_ZOOM = 4
 """The true-source image (``SOURCE`` extension) has this many times finer pixels."""
 
@@ -66,18 +72,68 @@ class Batch:
     source_label: str
     subhalos: dict[str, np.ndarray] | None = None  # (n, K) arrays from sample_subhalos
     config: SimulateConfig | None = None  # the config as rendered (after source fallback)
+    psf_supersampled: np.ndarray | None = None  # the kernel of scene.convolution == "subpixel"
 
 
-def make_psf(cfg: SimulateConfig) -> np.ndarray | None:
-    """The PSF kernel the instrument section asks for (unit sum), or None."""
+class InstrumentPSF(NamedTuple):
+    """The PSF of an instrument section: where it is applied and its kernels (unit sum).
+
+    ``psf`` is sampled at the pixel scale (the observation's ``PSF`` extension);
+    ``supersampled`` at pixel_scale / supersample, given when ``convolution`` is
+    ``"subpixel"`` (``PSFSUPER``).
+    """
+
+    psf: np.ndarray | None
+    supersampled: np.ndarray | None
+    convolution: str
+
+    @property
+    def kernel(self) -> np.ndarray | None:
+        """The kernel the renderer applies."""
+        return self.supersampled if self.convolution == "subpixel" else self.psf
+
+
+def make_psf(cfg: SimulateConfig) -> InstrumentPSF:
+    """The PSF the instrument section asks for, and where to apply it.
+
+    ``convolution = "auto"`` picks :func:`~lensgen.lensing.psf_supersampling.auto_convolution`
+    of the PSF's FWHM when a supersampled kernel is available: computed for the
+    Gaussian and Moffat PSFs, read for a ``psf_file`` with ``psf_supersample > 1``
+    (FWHM measured from the kernel); otherwise ``"pixel"``.
+    """
     ins = cfg.instrument
+    s, scale = ins.supersample, ins.pixel_scale
     if ins.psf == "none":
-        return None
+        return InstrumentPSF(None, None, "pixel")
+    supersampled = None
     if ins.psf == "gaussian":
-        return np.asarray(instrument.gaussian_psf(ins.psf_fwhm, ins.pixel_scale))
-    if ins.psf == "moffat":
-        return np.asarray(instrument.moffat_psf(ins.psf_fwhm, ins.moffat_beta, ins.pixel_scale))
-    return np.asarray(instrument.load_psf(ins.psf_file))
+        psf = instrument.gaussian_psf(ins.psf_fwhm, scale)
+        fwhm = ins.psf_fwhm
+    elif ins.psf == "moffat":
+        psf = instrument.moffat_psf(ins.psf_fwhm, ins.moffat_beta, scale)
+        fwhm = ins.psf_fwhm
+    elif ins.psf_supersample > 1:
+        supersampled = supersampling.load_supersampled_psf(ins.psf_file, s)
+        psf = supersampling.bin_psf(supersampled, s)
+        fwhm = supersampling.kernel_fwhm(supersampled, scale / s)
+    else:
+        psf = instrument.load_psf(ins.psf_file)
+        # Without supersampling the pixel-level kernel is also the sub-pixel one;
+        # otherwise there is no supersampled kernel and the convolution stays on pixels.
+        supersampled = psf if s == 1 else None
+        fwhm = None if s > 1 else supersampling.kernel_fwhm(psf, scale)
+    convolution = ins.convolution
+    if convolution == "auto":
+        convolution = "pixel" if fwhm is None else supersampling.auto_convolution(fwhm / scale, s)
+    if convolution == "subpixel" and supersampled is None:
+        supersampled = (
+            supersampling.gaussian_psf_supersampled(ins.psf_fwhm, scale, s)
+            if ins.psf == "gaussian"
+            else supersampling.moffat_psf_supersampled(ins.psf_fwhm, ins.moffat_beta, scale, s)
+        )
+    if convolution == "pixel":
+        supersampled = None
+    return InstrumentPSF(np.asarray(psf), supersampled, convolution)
 
 
 def _draw(key: jax.Array, spec: float | Distribution, n: int) -> np.ndarray:
@@ -118,6 +174,31 @@ def _check_vae_params(comp: Component, where: str) -> None:
             )
 
 
+def _image_params(comp: Component, where: str) -> dict[str, Any]:
+    """The drawable parameters of an ``IMAGE`` source (defaults filled, keys checked)."""
+    if "file" not in comp.params:
+        raise LensgenError(f"{where} (IMAGE): needs 'file', the FITS image of the source")
+    params = {k: v for k, v in comp.params.items() if k not in ("file", "pixel_scale")}
+    for name in params:
+        if name not in IMAGE_PARAMS:
+            raise LensgenError(
+                f"{where} (IMAGE): unknown parameter '{name}' "
+                f"(valid: file, pixel_scale, {', '.join(IMAGE_PARAMS)})"
+            )
+    return {**IMAGE_PARAMS, **params}
+
+
+def image_interpol(comp: Component, p: dict[str, Any]) -> dict[str, Any]:
+    """INTERPOL parameters (batched over lenses) of an ``IMAGE`` source with drawn ``p``."""
+    scale = comp.params.get("pixel_scale")
+    image, scale = read_source_image(comp.params["file"], None if scale is None else float(scale))
+    # INTERPOL takes surface brightness: flux per pixel / pixel area (flux/arcsec²).
+    sb = jnp.asarray(image)[None] * (jnp.asarray(p["flux"]) / scale**2)[:, None, None]
+    n = sb.shape[0]
+    return {"image": sb, "amp": jnp.ones(n), "center_x": p["center_x"],
+            "center_y": p["center_y"], "phi_G": p["phi_G"], "scale": jnp.full(n, scale)}  # fmt: skip
+
+
 def _check_light(cfg: SimulateConfig, flat: dict[str, np.ndarray]) -> None:
     """Refuse light parameters that render nothing or nonsense (``R_sersic <= 0``, …)."""
     for group in ("source", "lens_light"):
@@ -125,6 +206,12 @@ def _check_light(cfg: SimulateConfig, flat: dict[str, np.ndarray]) -> None:
             prefix = f"{group}.{ci}."
             p = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
             where = f"{group} component {ci}"
+            if comp.type == "IMAGE":
+                if not np.all(p["flux"] > 0):
+                    raise LensgenError(
+                        f"{where} (IMAGE): flux must be > 0, got {p['flux'].min():g}"
+                    )
+                continue
             if comp.type != "VAE":
                 check_light_values(comp.type, p, where)
                 continue
@@ -196,7 +283,7 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
     ins = cfg.instrument
     check_memory(ins, n)
     cfg, source_model = _resolve_source(cfg)
-    psf = make_psf(cfg)
+    psfs = make_psf(cfg)
     k_par, k_lat, k_noise = jax.random.split(key, 3)
 
     flat: dict[str, np.ndarray] = {}
@@ -206,6 +293,8 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
         for ci, comp in enumerate(getattr(cfg, group)):
             kc = jax.random.fold_in(jax.random.fold_in(k_par, gi), ci)
             params = dict(comp.params)
+            if comp.type == "IMAGE":
+                params = _image_params(comp, f"{group} component {ci}")
             if comp.type == "VAE":
                 _check_vae_params(comp, f"{group} component {ci}")
                 params = {**VAE_PARAMS, **params}
@@ -222,7 +311,9 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
                     latents = np.asarray(source_model.sample(k_lat, n), dtype=np.float64)
             for pi, (pname, spec) in enumerate(sorted(params.items())):
                 flat[f"{group}.{ci}.{pname}"] = _draw(jax.random.fold_in(kc, pi), spec, n)
-            names[group].append("INTERPOL" if comp.type == "VAE" else comp.type)
+            names[group].append("INTERPOL" if comp.type in ("VAE", "IMAGE") else comp.type)
+    if sum(c.type in ("VAE", "IMAGE") for c in cfg.source) > 1:
+        raise LensgenError("one VAE or IMAGE source per scene: combine them into one image")
     _check_light(cfg, flat)
     main_lens = tuple(names["lens"])
     subhalos = None
@@ -238,6 +329,7 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
         shape=(ins.npix, ins.npix),
         pixel_scale=ins.pixel_scale,
         supersample=ins.supersample,
+        convolution=psfs.convolution,
     )
     # Validate every drawn lens: bad draws (θ_E ≤ 0, |e| ≥ 1) name the parameter.
     for i in range(n):
@@ -260,11 +352,14 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
                     raise LensgenError("the decoded source has no positive flux; check the model")
                 p = jax.vmap(interpol_params)(stamps, **p)
                 interpol = {k: np.asarray(v) for k, v in p.items()}
+            if comp.type == "IMAGE":
+                p = image_interpol(comp, p)
+                interpol = {k: np.asarray(v) for k, v in p.items()}
             batched[group].append(p)
     if subhalos is not None:
         batched["lens"].append({k: jnp.asarray(subhalos[k]) for k in SUBHALO_PARAMS})
 
-    render = make_renderer(scene, None if psf is None else jnp.asarray(psf))
+    render = make_renderer(scene, None if psfs.kernel is None else jnp.asarray(psfs.kernel))
     models = jax.vmap(render)(batched)
     exptime = cfg.noise.exptime or None
     keys = jax.random.split(k_noise, n)
@@ -281,11 +376,12 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
         latents,
         None if stamps is None else np.asarray(stamps),
         interpol,
-        psf,
+        psfs.psf,
         scene,
         label,
         subhalos,
         cfg,
+        psfs.supersampled,
     )
 
 
@@ -339,6 +435,8 @@ def observation(batch: Batch, i: int) -> tuple[Observation, dict]:
         exptime=cfg.noise.exptime or None,
         background_rms=cfg.noise.background_rms,
         supersample=batch.scene.supersample,
+        convolution=batch.scene.convolution,
+        psf_supersampled=batch.psf_supersampled,
         model=batch.models[i],
         source=np.asarray(source),
         source_pixel_scale=src_scale,
@@ -373,6 +471,10 @@ def drawn_config(batch: Batch, i: int, seed: int) -> SimulateConfig:
             }
             if comp.type == "VAE":
                 params["z"] = [float(v) for v in batch.latents[i]]
+            if comp.type == "IMAGE":
+                params.update(
+                    {k: comp.params[k] for k in ("file", "pixel_scale") if k in comp.params}
+                )
             comps.append(Component(comp.type, params))
         groups[group] = tuple(comps)
     return replace(cfg, **groups, seed=seed)
@@ -438,9 +540,11 @@ def run_simulate(
                     "EXPTIME": cfg.noise.exptime,
                     "BKGRMS": cfg.noise.background_rms,
                     "SUPERSMP": batch.scene.supersample,
+                    "CONVMODE": batch.scene.convolution,
                     "SRCMODEL": batch.source_label,
                 },
                 overwrite=True,
+                psf_supersampled=batch.psf_supersampled,
             )
             toml_tmp.write_text(text, encoding="utf-8")
         return paths[0]

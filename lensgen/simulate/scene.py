@@ -18,11 +18,22 @@ A TOML file for ``lensgen simulate --config sim.toml`` looks like::
     flux = 50.0           # total source flux, counts/s
     size = 0.18           # RMS radius of the source light, arcsec (centre = light centroid)
 
+A source can also be a galaxy image (``lensgen.io.source_image``)::
+
+    [[source]]
+    type = "IMAGE"
+    file = "galaxy.fits"  # pixel scale from its header (PIXSCALE, CDELT or CD, degrees)
+    pixel_scale = 0.03    # optional: arcsec, replaces the header's
+    flux = 50.0           # total flux, counts/s
+    center_x = 0.05       # position of the image centre, arcsec
+    center_y = 0.03
+
     [instrument]
     npix = 100
     pixel_scale = 0.08
     psf = "gaussian"
     psf_fwhm = 0.15
+    convolution = "auto"  # or "pixel" / "subpixel": PSF after or before binning sub-pixels
 
     [noise]
     exptime = 1000.0
@@ -87,7 +98,15 @@ class InstrumentConfig:
     """Detector and PSF.
 
     ``pixel_scale`` in arcsec/pixel; ``psf_fwhm`` in arcsec; ``psf_file`` a FITS
-    kernel used when ``psf = "pixel"``.
+    kernel used when ``psf = "pixel"``, sampled at the pixel scale or, with
+    ``psf_supersample = supersample``, at pixel_scale / supersample (odd sides m·s,
+    or m·s − 1 for even s, m odd: :mod:`lensgen.lensing.psf_supersampling`).
+    ``convolution``: where the PSF is applied, ``"pixel"`` (after binning the
+    sub-pixels), ``"subpixel"`` (before; lenstronomy's
+    ``supersampling_convolution=True``) or ``"auto"``: ``"subpixel"`` when the image
+    is supersampled, a supersampled kernel is available (always for the Gaussian and
+    Moffat PSFs) and the PSF FWHM is under
+    :data:`~lensgen.lensing.psf_supersampling.SUBPIXEL_MAX_FWHM` pixels.
     """
 
     npix: int = 100
@@ -97,6 +116,8 @@ class InstrumentConfig:
     psf_fwhm: float = 0.15
     moffat_beta: float = 3.0
     psf_file: str = ""
+    psf_supersample: int = 1
+    convolution: Literal["auto", "pixel", "subpixel"] = "auto"
 
     def __post_init__(self) -> None:
         if self.npix < MIN_NPIX:
@@ -111,6 +132,31 @@ class InstrumentConfig:
             raise ConfigError(f"moffat_beta must be a finite number > 1, got {self.moffat_beta}")
         if self.psf == "pixel" and not self.psf_file:
             raise ConfigError("psf = 'pixel' needs psf_file (a FITS kernel)")
+        if self.psf_supersample < 1:
+            raise ConfigError(f"psf_supersample must be >= 1, got {self.psf_supersample}")
+        if self.psf_supersample > 1 and self.psf != "pixel":
+            raise ConfigError(
+                f"psf_supersample = {self.psf_supersample} applies to psf = 'pixel' (a kernel "
+                f"file); psf = '{self.psf}' is sampled on the sub-pixels by lensgen"
+            )
+        if self.psf_supersample not in (1, self.supersample):
+            raise ConfigError(
+                f"psf_supersample = {self.psf_supersample} must be 1 (a pixel-level psf_file) "
+                f"or equal supersample = {self.supersample} (the kernel is applied on the "
+                "image's sub-pixels)"
+            )
+        if self.convolution == "subpixel" and self.psf == "none":
+            raise ConfigError("convolution = 'subpixel' needs a PSF, got psf = 'none'")
+        if (
+            self.convolution == "subpixel"
+            and self.psf == "pixel"
+            and self.psf_supersample != self.supersample
+        ):
+            raise ConfigError(
+                "convolution = 'subpixel' needs a supersampled psf_file: give one sampled "
+                f"at pixel_scale / {self.supersample} and set psf_supersample = "
+                f"{self.supersample}"
+            )
 
 
 @dataclass(frozen=True)
@@ -186,9 +232,22 @@ def _components(value: Any, where: str) -> tuple[Component, ...]:
     for i, table in enumerate(value):
         if not isinstance(table, Mapping) or "type" not in table:
             raise ConfigError(f"{where}[{i}]: each component needs a 'type' key")
-        params = {k: parse_value(v, f"{where}[{i}].{k}") for k, v in table.items() if k != "type"}
+        params = {
+            k: _file_value(v, f"{where}[{i}].{k}")
+            if k == "file"
+            else parse_value(v, f"{where}[{i}].{k}")
+            for k, v in table.items()
+            if k != "type"
+        }
         out.append(Component(str(table["type"]), params))
     return tuple(out)
+
+
+def _file_value(value: Any, where: str) -> str:
+    """The ``file`` of an ``IMAGE`` source: a path string."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected the path of a FITS image, got {value!r}")
+    return value
 
 
 def parse_value(value: Any, where: str) -> float | list[float] | Distribution:
