@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from lensgen.infer.mapfit import MapResult, find_map, laplace_log_evidence
+from lensgen.infer.model import is_learned
 from lensgen.infer.problem import InferConfig, Problem, build_problem
 
 COMPARED = ("vae", "pixels", "vae+pixels")
@@ -63,8 +64,7 @@ def compare_sources(
             progress("source comparison", i, len(sources), source)
         t0 = time.perf_counter()
         cfg = dataclasses.replace(config, source=source)
-        learned = source == "vae" or source.startswith("vae+")
-        problem = build_problem(cfg, obs, source_model if learned else None, mask)
+        problem = build_problem(cfg, obs, source_model if is_learned(source) else None, mask)
         result = find_map(key, problem, cfg)
         log_z = laplace_log_evidence(problem, result.mode.x, result.mode.cov)
         fits.append(SourceFit(source, problem, result, log_z, time.perf_counter() - t0))

@@ -81,6 +81,13 @@ LINEAR_PARAMS = {"shapelets": ("beta", "reg"), "pixels": ("width", "reg")}
 β, or the grid's half-width) and the regularisation strength (:mod:`lensgen.infer.linear`)."""
 SOURCES = ("vae", "SERSIC_ELLIPSE", "shapelets", "vae+shapelets", "pixels", "vae+pixels")
 """Source models of the inference model (module docstring)."""
+
+
+def is_learned(source: str) -> bool:
+    """Whether source model ``source`` has the decoder in it (``vae``, ``vae+…``)."""
+    return source == "vae" or source.startswith("vae+")
+
+
 SUBHALO_SITES = ("log10_m", "center_x", "center_y")
 """Free parameters of each fitted subhalo: log10 of M200 (M☉) and position (arcsec)."""
 
@@ -112,7 +119,7 @@ class ModelSpec:
     @property
     def learned(self) -> bool:
         """Whether the source has the decoder in it (``vae``, ``vae+shapelets``, ``vae+pixels``)."""
-        return self.source == "vae" or self.source.startswith("vae+")
+        return is_learned(self.source)
 
     @property
     def basis(self) -> str | None:

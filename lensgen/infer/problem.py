@@ -27,6 +27,7 @@ from lensgen.infer.model import (
     LinearSource,
     ModelSpec,
     build_params,
+    is_learned,
     likelihood_data,
     likelihood_sigma,
     linear_fit,
@@ -310,7 +311,7 @@ def build_problem(
     lens, source, light = _scene_defaults(config, obs.scene, str(obs.path or "observation"))
     kind, sigma, exptime, bkg = _likelihood(config, obs)
     latent = "normal"
-    if source == "vae" or source.startswith("vae+"):
+    if is_learned(source):
         if source_model is None:
             use_flow = False if config.latent_prior == "normal" else None
             source_model = load_source_model(config.source_model or None, use_flow=use_flow)
