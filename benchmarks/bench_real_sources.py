@@ -37,9 +37,7 @@ MODELS = ("SERSIC_ELLIPSE", "vae", "pixels", "vae+pixels", "shapelets")
 def theta_interval(problem, result) -> tuple[float, float]:
     """95 % Laplace interval of θ_E (Gaussian in the sampler's unconstrained space)."""
     flat, unravel = ravel_pytree(result.mode.x)
-    names = list(unravel(np.arange(flat.size, dtype=float)))
-    index = int(np.asarray(unravel(np.arange(flat.size, dtype=float))["lens.0.theta_E"]))
-    assert "lens.0.theta_E" in names
+    index = int(unravel(np.arange(flat.size, dtype=float))["lens.0.theta_E"])
     centre = float(flat[index])
     half = 1.96 * float(np.sqrt(result.mode.cov[index, index]))
     to_theta = biject_to(problem.priors["lens.0.theta_E"].to_numpyro().support)

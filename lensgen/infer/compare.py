@@ -52,11 +52,13 @@ def compare_sources(
     source_model=None,
     sources: Sequence[str] = COMPARED,
     progress=None,
+    built: Problem | None = None,
 ) -> list[SourceFit]:
     """MAP and log evidence of ``obs`` under each source model in ``sources``.
 
     ``config`` supplies everything else (lens, lens light, priors, MAP settings,
-    shapelet order); the same key starts every fit.
+    shapelet order); the same key starts every fit. ``built``, the run's own problem,
+    serves its source model (with its compiled programs) instead of a second build.
     """
     fits = []
     for i, source in enumerate(sources):
@@ -64,7 +66,10 @@ def compare_sources(
             progress("source comparison", i, len(sources), source)
         t0 = time.perf_counter()
         cfg = dataclasses.replace(config, source=source)
-        problem = build_problem(cfg, obs, source_model if is_learned(source) else None, mask)
+        if built is not None and built.spec.source == source:
+            problem = built
+        else:
+            problem = build_problem(cfg, obs, source_model if is_learned(source) else None, mask)
         result = find_map(key, problem, cfg)
         log_z = laplace_log_evidence(problem, result.mode.x, result.mode.cov)
         fits.append(SourceFit(source, problem, result, log_z, time.perf_counter() - t0))

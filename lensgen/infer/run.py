@@ -131,8 +131,8 @@ def run_infer(
     warn_unfitted(config)
     extra = {}
     if config.compare_sources:
-        fits = compare_sources(comparison_key(seed), config, obs, mask,
-                               problem.source_model, progress=progress)  # fmt: skip
+        fits = compare_sources(comparison_key(seed), config, obs, mask, problem.source_model,
+                               progress=progress, built=problem)  # fmt: skip
         extra = comparison_writers(fits, obs)
         if console is not None:
             print_evidence(fits, console)
