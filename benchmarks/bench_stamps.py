@@ -1,11 +1,13 @@
 """Benchmark: extract and select the 10,000 stamps of one 4800 × 4800 GREAT3 image.
 
-Writes a one-image synthetic ``control-ground-constant`` tarball (not timed), then
-times the streamed read → safe extraction → stamp cutting → σ and S/N →
-selection → dataset file, exactly as ``lensgen download-great3`` runs it, and
-reports the peak resident memory of the process.
+Writes a one-subfield synthetic branch tarball (not timed; ``control-ground-constant``
+by default, ``--branch multiepoch-ground-constant`` for the 6-epoch coadd), then
+times the streamed read → safe extraction → (coadd) → stamp cutting → σ and S/N →
+PSF → selection → dataset file, exactly as ``lensgen download-great3`` runs it, and
+reports the peak resident memory of the process. One subfield cannot hold a
+leak-free validation split, so the benchmark keeps every stamp for training.
 
-    python benchmarks/bench_stamps.py [--grid 100] [--workdir DIR]
+    python benchmarks/bench_stamps.py [--grid 100] [--branch B] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, default=100, help="stamps per image side")
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    parser.add_argument("--branch", default="control-ground-constant", help="GREAT3 branch")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_stamps_"))
     work.mkdir(parents=True, exist_ok=True)
-    branch = parse_branch("control-ground-constant")
+    branch = parse_branch(args.branch)
     tarball = work / "src" / f"{branch.name}.tar.gz"
     if not tarball.is_file():
         t0 = time.perf_counter()
@@ -41,7 +44,12 @@ def main() -> None:
     out = work / "ds.fits"
     out.unlink(missing_ok=True)
     config = Great3Config(
-        base_url=str(tarball), cache_dir=str(work / "cache"), max_images=1, n_stamps=None
+        branch=branch.name,
+        base_url=str(tarball),
+        cache_dir=str(work / "cache"),
+        max_images=1,
+        n_stamps=None,
+        val_fraction=0.0,
     )
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()

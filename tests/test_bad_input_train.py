@@ -481,7 +481,8 @@ def test_download_ctrl_c_then_rerun_resumes(tmp_path, monkeypatch, python_sigint
         return n
 
     args = ("download-great3", "--base-url", mirror.url, "--cache-dir", tmp_path / "cache",
-            "-o", tmp_path / "d.fits", "--max-images", 1, "--snr-min", 0, "--snr-max", 1e9)  # fmt: skip
+            "-o", tmp_path / "d.fits", "--max-images", 1, "--snr-min", 0, "--snr-max", 1e9,
+            "-b", BRANCH, "--val-fraction", 0)  # fmt: skip
     try:
         with monkeypatch.context() as m:
             m.setattr(great3.SourceStream, "_read_network", read_then_ctrl_c)

@@ -125,6 +125,7 @@ def _config(url: str, cache: Path, **kw) -> Great3Config:
         cache_dir=str(cache),
         snr_min=5.0,
         snr_max=1000.0,
+        val_fraction=0.0,  # the download path, not the split: one image is enough
         retry_wait=0.01,
         retries=3,
         timeout=5.0,
@@ -142,12 +143,16 @@ def test_full_download_builds_dataset_and_manifest(mirror_root, tmp_path):
         url = server.url + "public/"
         # Not at the base: found through the listing, one subfolder down.
         assert resolve_tarball(url, parse_branch(BRANCH), 5.0) == url + f"branches/{BRANCH}.tar.gz"
-        ds = build_great3_dataset(_config(url, tmp_path / "cache"), tmp_path / "ds.fits")
+        cfg = _config(url, tmp_path / "cache", val_fraction=0.25)
+        ds = build_great3_dataset(cfg, tmp_path / "ds.fits")
     back = read_dataset(tmp_path / "ds.fits")
     assert len(back) == len(ds) > 200  # 4 images × 100 stamps, loose S/N cut
     assert back.stamps.shape[1:] == (48, 48) and back.pixel_scale == 0.2
-    assert abs(back.psf.sum() - 1.0) < 1e-5 and back.psf.shape == (25, 25)
+    assert back.psf.shape == (4, 25, 25)  # one PSF per subfield, each of unit sum
+    np.testing.assert_allclose(back.psf.sum(axis=(1, 2)), 1.0, atol=1e-5)
     assert set(np.unique(back.catalog["subfield"])) == {0, 1, 2, 3}
+    val = back.catalog["split"] == "val"
+    assert set(back.catalog["subfield"][val]).isdisjoint(back.catalog["subfield"][~val])
     entry = Manifest(tmp_path / "cache").get(f"{BRANCH}.tar.gz")
     assert entry["complete"] and entry["size"] == tarball.stat().st_size
     assert entry["sha256"] == _sha(tarball)

@@ -104,8 +104,15 @@ def test_good_tarball_yields_subfield(tmp_path):
     ds = _build(tmp_path, data)
     assert ds.sources[0]["size"] == len(data)
     assert ds.sources[0]["sha256"] == hashlib.sha256(data).hexdigest()
-    assert len(ds) == 8 and ds.psf.shape == (25, 25)
-    assert ds.psf[12, 12] == ds.psf.max() and abs(ds.psf.sum() - 1) < 1e-6
+    # 8 stamps pass; validation takes whole subfields but only its 10 % share.
+    assert len(ds) == 5 and ds.psf.shape == (2, 25, 25)
+    split = ds.catalog["split"]
+    assert len(set(ds.catalog["subfield"][split == "val"])) == 1 and (split == "val").sum() == 1
+    assert set(ds.catalog["subfield"][split == "train"]).isdisjoint(
+        ds.catalog["subfield"][split == "val"]
+    )
+    for k in ds.psf:
+        assert k[12, 12] == k.max() and abs(k.sum() - 1) < 1e-6
 
 
 @pytest.mark.parametrize(
@@ -151,7 +158,7 @@ def test_truncated_gzip(tmp_path):
 
 
 def test_missing_catalogue(tmp_path):
-    with pytest.raises(LensgenError, match="image-000-0.fits has no galaxy_catalog-000"):
+    with pytest.raises(LensgenError, match="subfield 000 lacks galaxy_catalog-000.fits/.txt"):
         _build(tmp_path, tar_gz(_subfield(0, catalog=False)))
 
 

@@ -25,11 +25,12 @@ def download_great3(
         Path("great3.fits"), "--output", "-o", help="Dataset file to write."
     ),
     branch: str = typer.Option(
-        "control-ground-constant",
+        "real_galaxy-space-constant",
         "--branch",
         "-b",
         help="GREAT3 branch <experiment>-<obs>-<shear>: experiment in control, real_galaxy, "
-        "variable_psf, multiepoch, full; obs in ground, space; shear in constant, variable.",
+        "multiepoch (6 epochs, coadded); obs in ground, space; shear in constant, variable. "
+        "variable_psf and full branches are refused (their PSF varies over the field).",
     ),
     base_url: str = typer.Option(
         DEFAULT_BASE_URL,
@@ -43,14 +44,17 @@ def download_great3(
         None,
         "--max-images",
         min=1,
-        help="Stop reading after N galaxy images (10,000 stamps each); default: read until "
-        "--n-stamps are selected (--synthetic: 3 images).",
+        help="Stop reading after N subfields (10,000 stamps each); default: read until "
+        "--n-stamps are selected (--synthetic: 3 subfields).",
     ),
     n_stamps: int = typer.Option(10_000, "--n-stamps", min=1, help="Keep at most N stamps."),
     snr_min: float = typer.Option(15.0, "--snr-min", help="Lowest matched-filter S/N kept."),
     snr_max: float = typer.Option(50.0, "--snr-max", help="Highest matched-filter S/N kept."),
     val_fraction: float = typer.Option(
-        0.1, "--val-fraction", help="Share of pairs for validation."
+        0.1,
+        "--val-fraction",
+        help="Share of stamps for validation, taken as whole subfields (leak-free: a "
+        "subfield holds each galaxy's rotated twin).",
     ),
     seed: int = seed_option(0, "Seed of the train/val split (and --synthetic)."),
     synthetic: bool = typer.Option(
@@ -65,13 +69,31 @@ def download_great3(
         help="Galaxies of a --synthetic branch: structured (bulge + disk with clumps, arms, "
         "bars, lopsided disks, irregulars, companions) or bulge_disk (smooth only).",
     ),
+    rebin: int = typer.Option(
+        None,
+        "--rebin",
+        min=1,
+        help="Sum N × N pixel blocks; default 2 for 0.05″ space stamps (96 × 96 → 48 × 48 "
+        "of 0.1″), else 1.",
+    ),
     retries: int = typer.Option(5, "--retries", min=0, help="Retries of a dropped download."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     summary: Path = typer.Option(
         None, "--summary", help="Only print the summary of an existing dataset file."
     ),
+    list_tarballs: bool = typer.Option(
+        False,
+        "--list",
+        help="Print the tarballs the mirror (--base-url) offers, with sizes, and exit.",
+    ),
 ) -> None:
     """Build the galaxy training set from GREAT3 postage stamps (streamed, resumable)."""
+    if list_tarballs:  # before anything else: --list creates no cache folder, no output
+        from lensgen.data.great3 import list_offers, offer_lines
+
+        for line in offer_lines(list_offers(base_url), base_url):
+            console.print(line, markup=False)
+        return
     from lensgen.data.build import Great3Config, build_great3_dataset, summary_lines
     from lensgen.io.dataset import read_dataset
 
@@ -92,6 +114,7 @@ def download_great3(
         synthetic=synthetic,
         synthetic_grid=synthetic_grid,
         morphology=morphology,
+        rebin=rebin,
         retries=retries,
     )
     bar = Progress(

@@ -15,6 +15,7 @@ _EXPORTS = {
     "summary_lines": "lensgen.data.build",
     "Branch": "lensgen.data.great3",
     "parse_branch": "lensgen.data.great3",
+    "list_offers": "lensgen.data.great3",
     "make_branch_tarball": "lensgen.data.synthetic",
     "MORPHOLOGIES": "lensgen.data.morphology",
 }

@@ -41,13 +41,20 @@ from lensgen.io.interrupt import check_interrupt, deferred_interrupt, interrupti
 class Great3Config:
     """Settings of ``lensgen download-great3`` (every field is a CLI flag).
 
-    ``max_images=None`` reads images until ``n_stamps`` stamps are selected
-    (``--synthetic`` then generates 3 images). ``cache_dir=""`` means
+    ``max_images=None`` reads subfields until ``n_stamps`` stamps are selected
+    (``--synthetic`` then generates 3 subfields). ``cache_dir=""`` means
     :func:`lensgen.data.great3.default_cache_dir`. ``morphology`` is the galaxy
-    population of a synthetic branch (:mod:`lensgen.data.morphology`).
+    population of a synthetic branch (:mod:`lensgen.data.morphology`). ``rebin``
+    sums rebin × rebin pixel blocks; ``None`` means 2 for the 0.05″ single-epoch
+    space branches (96 × 96 stamps become 48 × 48 of 0.1″) and 1 otherwise.
+
+    The default branch is ``real_galaxy-space-constant``: real COSMOS galaxies
+    (clumps, arms, irregulars) seen through a space PSF, which is what a lensed
+    source looks like once a lens has magnified it; ``control-ground-constant``
+    holds parametric galaxies blurred by 0.5–0.95″ seeing.
     """
 
-    branch: str = "control-ground-constant"
+    branch: str = "real_galaxy-space-constant"
     base_url: str = DEFAULT_BASE_URL
     cache_dir: str = ""
     max_images: int | None = None
@@ -59,12 +66,24 @@ class Great3Config:
     synthetic: bool = False
     synthetic_grid: int = 100
     morphology: str = "structured"
+    rebin: int | None = None
     retries: int = 5
     retry_wait: float = 1.0
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        parse_branch(self.branch)
+        branch = parse_branch(self.branch)
+        if not branch.constant_psf:
+            raise ConfigError(
+                f"branch {self.branch} has a PSF that varies over the field, which lensgen "
+                "does not model; use a constant-PSF branch: control-*, real_galaxy-* or "
+                "multiepoch-*"
+            )
+        if self.rebin is not None and (self.rebin < 1 or branch.stamp_size % self.rebin):
+            raise ConfigError(
+                f"rebin must divide the {branch.stamp_size}-pixel stamps of {self.branch}, "
+                f"got {self.rebin}"
+            )
         if self.max_images is not None and self.max_images < 1:
             raise ConfigError(f"max_images must be ≥ 1, got {self.max_images}")
         if self.n_stamps is not None and self.n_stamps < 1:
@@ -75,69 +94,165 @@ class Great3Config:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 2 <= self.synthetic_grid <= 100:
             raise ConfigError(f"synthetic_grid must be in 2…100, got {self.synthetic_grid}")
+        if self.max_images == 1 and self.val_fraction > 0:
+            raise ConfigError(
+                "max_images = 1 leaves no subfield for a leak-free validation set (rotated "
+                "twins are scattered over a subfield); read ≥ 2 images or set val_fraction = 0"
+            )
         if self.morphology not in MORPHOLOGIES:
             raise ConfigError(
                 f"morphology must be one of {', '.join(MORPHOLOGIES)}, got {self.morphology!r}"
             )
 
 
+def resolved_rebin(config: Great3Config) -> int:
+    """The pixel-block size of ``config`` (``None`` → 2 for 0.05″ space stamps, else 1)."""
+    if config.rebin is not None:
+        return config.rebin
+    branch = parse_branch(config.branch)
+    return 2 if branch.stamp_size == 96 else 1
+
+
+@dataclass
+class _Subfield:
+    """The stamps of one subfield that passed the S/N cut, and its PSF."""
+
+    number: int
+    stamps: np.ndarray
+    columns: dict
+    psf: np.ndarray
+
+
 @dataclass
 class _Selection:
-    stamps: list = dataclasses.field(default_factory=list)
-    columns: list = dataclasses.field(default_factory=list)
-    psfs: dict = dataclasses.field(default_factory=dict)
+    subfields: list = dataclasses.field(default_factory=list)
     counts: dict = dataclasses.field(
         default_factory=lambda: {"seen": 0, "low": 0, "high": 0, "bad": 0, "capped": 0}
     )
-    images: int = 0
 
     @property
-    def kept(self) -> int:
-        return sum(len(s) for s in self.stamps)
+    def images(self) -> int:
+        return len(self.subfields)
+
+    @property
+    def passed(self) -> int:
+        return sum(len(s.stamps) for s in self.subfields)
+
+
+def read_dither(path: Path) -> tuple[float, float]:
+    """(dx, dy) in pixels from ``epoch_dither-SSS-E.txt``."""
+    try:
+        values = np.loadtxt(path, comments="#", ndmin=1).ravel()
+    except (OSError, ValueError) as exc:
+        raise LensgenError(f"{path}: cannot read the epoch dither: {exc}") from None
+    if values.size != 2 or not np.all(np.isfinite(values)):
+        raise LensgenError(f"{path}: expected one row 'dx dy', got {values.size} value(s)")
+    return float(values[0]), float(values[1])
+
+
+def _read_star(path: Path) -> np.ndarray:
+    with fits.open(path, memmap=False) as hdul:
+        star = next((h.data for h in hdul if h.data is not None), None)
+    if star is None:
+        raise LensgenError(f"{path}: no image data")
+    return np.asarray(star, np.float64)
+
+
+def _subfield_data(files, branch) -> tuple[np.ndarray, np.ndarray]:
+    """The subfield's galaxy image and its lower-left star stamp (epochs coadded).
+
+    Multi-epoch images are moved back by their dithers and summed
+    (:func:`lensgen.data.stamps.coadd`); the coadd's PSF is the mean of the epochs'
+    unit-flux stars, which GREAT3 draws undithered at the stamp centre.
+    """
+    size = branch.stamp_size
+    epochs = sorted(files.images)
+    if len(epochs) == 1:
+        return st.read_image(files.images[0], size), _read_star(files.starfields[0])[:size, :size]
+    dithers = [read_dither(files.dithers[e]) for e in epochs]
+    try:
+        image = st.coadd((st.read_image(files.images[e], size) for e in epochs), dithers)
+    except LensgenError as exc:
+        raise LensgenError(f"subfield {files.subfield:03d}: {exc}") from None
+    stars = []
+    for e in epochs:
+        star = _read_star(files.starfields[e])[:size, :size]
+        if not star.sum() > 0:
+            raise LensgenError(f"{files.starfields[e]}: the lower-left PSF stamp has no flux")
+        stars.append(star / star.sum())
+    return image, np.mean(stars, axis=0)
 
 
 def _process_subfield(files, branch, config: Great3Config, sel: _Selection) -> None:
     size = branch.stamp_size
-    image = st.read_image(files.image, size)
+    factor = resolved_rebin(config)
+    image, star = _subfield_data(files, branch)
     cat = st.read_galaxy_catalog(files.catalog)
-    cut, i, j = st.cut_stamps(image, cat["x"], cat["y"], size, where=str(files.catalog.name))
+    cut, _, _ = st.cut_stamps(image, cat["x"], cat["y"], size, where=str(files.catalog.name))
+    cut = st.rebin(cut, factor)
+    psf = st.psf_from_starfield(st.rebin(star, factor), size // factor)
     # GREAT3 noise has one variance per image: pooling the border estimates of all
     # stamps gives σ far more precisely than one 48 × 48 border can.
-    border = st.border_sigma(cut, width=max(2, size // 6))
+    small = size // factor
+    border = st.border_sigma(cut, width=max(2, small // 6))
     sigma = np.full(len(cut), np.median(border[np.isfinite(border)]) if len(cut) else np.nan)
     snr = st.estimate_snr(cut, sigma)
-    with fits.open(files.starfield, memmap=False) as hdul:
-        star = next((h.data for h in hdul if h.data is not None), None)
-    if star is None:
-        raise LensgenError(f"{files.starfield}: no image data")
-    sel.psfs[files.subfield] = st.psf_from_starfield(np.asarray(star, np.float64), size)
-    pair = st.pair_ids(files.subfield, i, j, image.shape[1] // size, branch.has_pairs)
     bad = ~np.isfinite(snr) | ~np.isfinite(cut).all(axis=(1, 2))
     low = ~bad & (snr < config.snr_min)
     high = ~bad & (snr > config.snr_max)
     keep = np.flatnonzero(~(bad | low | high))
-    room = None if config.n_stamps is None else config.n_stamps - sel.kept
     counts = sel.counts
     counts["seen"] += len(cut)
     counts["bad"] += int(bad.sum())
     counts["low"] += int(low.sum())
     counts["high"] += int(high.sum())
-    if room is not None and len(keep) > room:
-        counts["capped"] += len(keep) - room
-        keep = keep[:room]
-    sel.stamps.append(np.array(cut[keep], dtype=np.float32))
-    sel.columns.append(
-        {
-            "subfield": np.full(len(keep), files.subfield, np.int32),
-            "id": cat["id"][keep],
-            "x": cat["x"][keep],
-            "y": cat["y"][keep],
-            "sigma": sigma[keep],
-            "snr": snr[keep],
-            "pair": pair[keep],
-        }
+    if config.n_stamps is not None and len(keep) > config.n_stamps:
+        counts["capped"] += len(keep) - config.n_stamps
+        keep = keep[: config.n_stamps]
+    columns = {
+        "subfield": np.full(len(keep), files.subfield, np.int32),
+        "id": cat["id"][keep],
+        "x": cat["x"][keep],
+        "y": cat["y"][keep],
+        "sigma": sigma[keep],
+        "snr": snr[keep],
+    }
+    sel.subfields.append(
+        _Subfield(files.subfield, np.array(cut[keep], dtype=np.float32), columns, psf)
     )
-    sel.images += 1
+
+
+def _plan(sel: _Selection, config: Great3Config) -> tuple[np.ndarray, int, int]:
+    """Validation subfields and how many stamps validation and training take.
+
+    ``n`` = min(``n_stamps``, stamps that passed) is split ``val_fraction`` : rest,
+    with whole subfields on each side (:func:`lensgen.data.stamps.split_by_subfield`);
+    without ``n_stamps`` every stamp is kept and the share is that of whole subfields.
+    """
+    passed = [s for s in sel.subfields if len(s.stamps)]
+    numbers = np.array([s.number for s in passed], np.int64)
+    sizes = np.array([len(s.stamps) for s in passed], np.int64)
+    total = int(sizes.sum())
+    n = total if config.n_stamps is None else min(config.n_stamps, total)
+    want_val = max(1, round(config.val_fraction * n)) if config.val_fraction > 0 else 0
+    val = st.split_by_subfield(np.repeat(numbers, sizes), config.val_fraction, config.seed,
+                               n_val=want_val)  # fmt: skip
+    in_val = np.isin(numbers, val)
+    if config.n_stamps is None:  # keep everything: whole subfields on each side
+        return val, int(sizes[~in_val].sum()), int(sizes[in_val].sum())
+    n_val = min(want_val, int(sizes[in_val].sum()))
+    n_train = min(n - n_val, int(sizes[~in_val].sum()))
+    return val, n_train, n_val
+
+
+def _enough(sel: _Selection, config: Great3Config) -> bool:
+    """Whether the subfields read so far fill ``n_stamps`` with a leak-free split."""
+    if config.n_stamps is None or sel.passed < config.n_stamps:
+        return False
+    if config.val_fraction > 0 and sum(1 for s in sel.subfields if len(s.stamps)) < 2:
+        return False
+    _, n_train, n_val = _plan(sel, config)
+    return n_train + n_val >= config.n_stamps
 
 
 def _tarball(config: Great3Config, cache: Path, manifest: Manifest, on_status) -> tuple[str, Path]:
@@ -145,8 +260,9 @@ def _tarball(config: Great3Config, cache: Path, manifest: Manifest, on_status) -
     if config.synthetic:
         import jax
 
-        # The population is part of the name: a cached branch of the other one is not reused.
-        name = f"grid{config.synthetic_grid}-seed{config.seed}-{config.morphology}"
+        # The population and the generator's format version are part of the name: a
+        # branch cached for another population or by an older generator is not reused.
+        name = f"v2-grid{config.synthetic_grid}-seed{config.seed}-{config.morphology}"
         folder = cache / "synthetic" / name
         n_images = config.max_images or 3
         target = folder / f"{branch.name}.tar.gz"
@@ -257,16 +373,17 @@ def _build(config, output, overwrite, cache, on_bytes, on_status) -> StampDatase
     extracted = []
     corrupt = False
     try:
-        for files in iter_subfields(stream, cache / branch.name, url):
+        for files in iter_subfields(stream, cache / branch.name, url, branch.epochs):
             check_interrupt()
             _process_subfield(files, branch, config, sel)
             extracted.extend(
                 {"name": name, "url": url, "size": s, "sha256": h}
                 for name, (s, h) in files.checksums.items()
             )
-            on_status(f"subfield {files.subfield:03d}: {sel.kept} stamps selected")
-            full = config.n_stamps is not None and sel.kept >= config.n_stamps
-            if full or (config.max_images is not None and sel.images >= config.max_images):
+            on_status(f"subfield {files.subfield:03d}: {sel.passed} stamps pass the S/N cut")
+            if _enough(sel, config) or (
+                config.max_images is not None and sel.images >= config.max_images
+            ):
                 break
     except CorruptArchiveError:
         corrupt = True  # resuming a damaged download would only repeat the damage
@@ -291,15 +408,49 @@ def _build(config, output, overwrite, cache, on_bytes, on_status) -> StampDatase
         manifest.save()
     if sel.images == 0:
         raise LensgenError(f"{url}: no complete subfield (image, catalogue, starfield) found")
-    if sel.kept == 0:
+    if sel.passed == 0:
         raise LensgenError(
             f"no stamp has {config.snr_min} ≤ S/N ≤ {config.snr_max} in {sel.images} image(s); "
             "widen --snr-min/--snr-max or read more images"
         )
-    cols = {k: np.concatenate([c[k] for c in sel.columns]) for k in sel.columns[0]}
-    cols["split"] = st.split_pairs(cols["pair"], config.val_fraction, config.seed)
-    first = min(sel.psfs)
+    if config.val_fraction > 0 and sum(1 for s in sel.subfields if len(s.stamps)) < 2:
+        raise LensgenError(
+            f"only one subfield of {branch.name} has stamps with {config.snr_min} ≤ S/N ≤ "
+            f"{config.snr_max}, and a leak-free validation set needs another (rotated twins "
+            "are scattered over a subfield): read more images (--max-images) or pass "
+            "--val-fraction 0"
+        )
     source = {"name": Path(url).name, "url": url, "size": stream.position, "sha256": stream.sha256}
+    ds = _assemble(sel, config, branch, url, [source, *extracted])
+    check_interrupt()  # the last moment at which the output is untouched
+    write_dataset(output, ds, overwrite=overwrite)
+    return ds
+
+
+def _assemble(sel: _Selection, config: Great3Config, branch, url: str, sources) -> StampDataset:
+    """The dataset of the subfields read: whole subfields on each side of the split,
+    validation filled first in the seeded subfield order, each subfield's own PSF."""
+    val, n_train, n_val = _plan(sel, config)
+    passed = [s for s in sel.subfields if len(s.stamps)]
+    budget = {"val": n_val, "train": n_train}
+    val_order = [int(v) for v in val]  # split_by_subfield's order is kept by sorting below
+    parts = []
+    for sub in sorted(passed, key=lambda s: (s.number not in val_order, s.number)):
+        role = "val" if sub.number in val_order else "train"
+        take = min(len(sub.stamps), budget[role])
+        budget[role] -= take
+        sel.counts["capped"] += len(sub.stamps) - take
+        if take:
+            parts.append((sub, take, role))
+    factor = resolved_rebin(config)
+    cols = {
+        k: np.concatenate([sub.columns[k][:take] for sub, take, _ in parts])
+        for k in parts[0][0].columns
+    }
+    cols["split"] = np.concatenate([np.full(take, role) for _, take, role in parts])
+    cols["psf"] = np.concatenate(
+        [np.full(take, i, np.int32) for i, (_, take, _) in enumerate(parts)]
+    )
     counts = sel.counts
     meta = {
         "BRANCH": branch.name,
@@ -311,24 +462,23 @@ def _build(config, output, overwrite, cache, on_bytes, on_status) -> StampDatase
         "NBAD": counts["bad"],
         "NCAPPED": counts["capped"],
         "NIMAGES": sel.images,
-        "PSFSUB": first,
+        "EPOCHS": branch.epochs,
+        "REBIN": factor,
+        "NVALSUB": len(val),
         "SEED": config.seed,
         "VALFRAC": config.val_fraction,
         "SYNTHET": config.synthetic,
         **({"MORPHOL": config.morphology} if config.synthetic else {}),
         "SRCURL": url,
     }
-    ds = StampDataset(
-        stamps=np.concatenate(sel.stamps),
-        catalog=make_catalog(len(cols["pair"]), **cols),
-        pixel_scale=branch.pixel_scale,
-        psf=sel.psfs[first],
+    return StampDataset(
+        stamps=np.concatenate([sub.stamps[:take] for sub, take, _ in parts]),
+        catalog=make_catalog(len(cols["psf"]), **cols),
+        pixel_scale=branch.pixel_scale * factor,
+        psf=np.stack([sub.psf for sub, _, _ in parts]),
         meta=meta,
-        sources=[source, *extracted],
+        sources=sources,
     )
-    check_interrupt()  # the last moment at which the output is untouched
-    write_dataset(output, ds, overwrite=overwrite)
-    return ds
 
 
 def summary_lines(ds: StampDataset, bins: int = 10) -> list[str]:
@@ -343,6 +493,18 @@ def summary_lines(ds: StampDataset, bins: int = 10) -> list[str]:
         f"S/N > {m.get('SNRMAX', '?')}: {m.get('NHIGHSNR', '?')}, "
         f"unusable: {m.get('NBAD', '?')}, over --n-stamps: {m.get('NCAPPED', '?')}",
     ]
+    subfield = np.asarray(ds.catalog["subfield"])
+    split = np.char.strip(np.asarray(ds.catalog["split"]).astype(str))
+    lines.append(
+        f"split by subfield: train {len(np.unique(subfield[split == 'train']))}, "
+        f"val {len(np.unique(subfield[split == 'val']))} subfield(s)"
+    )
+    if ds.psf is not None:
+        fwhm = np.array([st.psf_fwhm(k) for k in ds.psf]) * ds.pixel_scale
+        lines.append(
+            f"PSF FWHM over {len(fwhm)} PSF(s): median {np.median(fwhm):.3f}″, "
+            f"range {fwhm.min():.3f}–{fwhm.max():.3f}″"
+        )
     snr = np.asarray(ds.catalog["snr"], float)
     if len(snr):
         lo, hi = float(m.get("SNRMIN", snr.min())), float(m.get("SNRMAX", snr.max()))

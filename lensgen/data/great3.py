@@ -8,6 +8,9 @@ streaming tar reader: over HTTP it tees the bytes into a cached partial file, so
 interrupted or deliberately stopped download resumes from the cache with an HTTP
 ``Range`` request; dropped connections are retried with exponential back-off. The
 size and SHA-256 of every fetched file are kept in a JSON manifest in the cache.
+:func:`list_offers` lists the tarballs found in those same places, with their sizes
+(``stat``, or an HTTP ``HEAD`` request), so ``download-great3 --list`` shows what a
+mirror holds.
 """
 
 from __future__ import annotations
@@ -80,6 +83,16 @@ class Branch(NamedTuple):
     def has_pairs(self) -> bool:
         """Constant-shear branches hold 90°-rotated galaxy pairs."""
         return self.shear == "constant"
+
+    @property
+    def epochs(self) -> int:
+        """Exposures per subfield: 6 for multi-epoch and full branches, else 1."""
+        return 6 if self.experiment in ("multiepoch", "full") else 1
+
+    @property
+    def constant_psf(self) -> bool:
+        """One PSF per subfield (variable_psf and full branches vary it over the field)."""
+        return self.experiment not in ("variable_psf", "full")
 
 
 def parse_branch(name: str) -> Branch:
@@ -205,6 +218,109 @@ def resolve_tarball(base_url: str, branch: Branch, timeout: float = 30.0) -> str
         f"subfolders); tarballs found: {', '.join(found) or 'none'}; "
         f"folders: {', '.join(names) or 'none'}"
     )
+
+
+class Offer(NamedTuple):
+    """A tarball found at a mirror."""
+
+    branch: str | None
+    """GREAT3 branch name, or None when the file name is not ``<branch>.tar.gz``."""
+    url: str
+    """HTTP(S) URL or local path."""
+    size: int | None
+    """Bytes; None when the server does not say."""
+
+
+def _basename(url: str) -> str:
+    return urllib.parse.unquote(url.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _branch_of(url: str) -> str | None:
+    stem = _basename(url).removesuffix(".tar.gz")
+    return stem if stem in BRANCHES else None
+
+
+def _http_size(url: str, timeout: float) -> int | None:
+    """Content-Length from a HEAD request; None when refused, missing or unreachable."""
+    try:
+        with urllib.request.urlopen(_request(url, "HEAD"), timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+    except _NETWORK_ERRORS:  # one bad HEAD leaves that size unknown, not the whole list
+        return None
+    return int(length) if length and length.isdigit() else None
+
+
+def list_offers(base_url: str, timeout: float = 30.0) -> list[Offer]:
+    """Tarballs (``*.tar.gz``) at ``base_url`` and one folder level down, with sizes.
+
+    Looks where :func:`resolve_tarball` looks: a local folder (or ``file://`` URL)
+    and its subfolders, or the HTML directory listing of an HTTP(S) base and of the
+    folders it links to; HTTP sizes come from one ``HEAD`` request per tarball.
+    Sorted by branch name, other tarballs last. Raises :class:`LensgenError` when
+    the base cannot be reached.
+    """
+    path = local_path(base_url)
+    if path is not None:
+        if path.is_file():
+            files = [path]
+        elif path.is_dir():
+            subdirs = sorted(p for p in path.iterdir() if p.is_dir())
+            files = [f for d in [path, *subdirs] for f in sorted(d.glob("*.tar.gz"))]
+        else:
+            raise LensgenError(f"--base-url {base_url}: no such file or folder")
+        offers = {
+            str(f): Offer(_branch_of(f.name), str(f), f.stat().st_size)
+            for f in files
+            if f.is_file()
+        }
+    else:
+        base = base_url if base_url.endswith("/") else base_url + "/"
+        links = _listing(base, timeout)
+        folders = [u for u in links if u.endswith("/") and u.startswith(base) and u != base]
+        for folder in list(dict.fromkeys(folders))[:64]:
+            links += _listing(folder, timeout)
+        offers = {
+            url: Offer(_branch_of(url), url, _http_size(url, timeout))
+            for url in dict.fromkeys(u for u in links if u.endswith(".tar.gz"))
+        }
+    return sorted(offers.values(), key=lambda o: (o.branch is None, o.branch or "", o.url))
+
+
+def format_size(size: int | None) -> str:
+    """``"812 B"``, ``"1.5 kB"``, ``"4.2 GB"`` (powers of 1000), or ``"size unknown"``."""
+    if size is None:
+        return "size unknown"
+    if size < 1000:
+        return f"{size} B"
+    value, units = size / 1000, ["kB", "MB", "GB", "TB"]
+    while value >= 1000 and len(units) > 1:
+        value, units = value / 1000, units[1:]
+    return f"{value:.1f} {units[0]}"
+
+
+def _varies(branch: str | None) -> bool:
+    return branch is not None and not parse_branch(branch).constant_psf
+
+
+def offer_lines(offers: list[Offer], base_url: str) -> list[str]:
+    """One line per tarball (branch or file name, size, URL), then the branch count.
+
+    Raises :class:`LensgenError` naming ``base_url`` when no GREAT3 branch is among
+    ``offers``.
+    """
+    n_branches = len({o.branch for o in offers if o.branch is not None})
+    if n_branches == 0:
+        others = ", ".join(o.url for o in offers) or "none"
+        raise LensgenError(
+            f"no GREAT3 branch tarball (<branch>.tar.gz) found at {base_url} or one folder "
+            f"level down; other tarballs: {others}"
+        )
+    lines = [
+        f"{o.branch or _basename(o.url):<28} {format_size(o.size):>12}  {o.url}"
+        + ("  (not read: its PSF varies over the field)" if _varies(o.branch) else "")
+        for o in offers
+    ]
+    return [*lines, f"{n_branches} of {len(BRANCHES)} GREAT3 branches found at {base_url}"]
 
 
 class Manifest:

@@ -1,4 +1,4 @@
-"""Postage stamps from GREAT3 images: cutting, noise, S/N, PSF and the split.
+"""Postage stamps from GREAT3 images: cutting, noise, S/N, PSF, coadds and the split.
 
 All functions are vectorised NumPy over a stack of stamps (N, H, W): a 4800 × 4800
 GREAT3 image holds 10,000 of them and is processed in one pass.
@@ -24,6 +24,7 @@ at S/N 15 (optimal: 1/ν ≈ 7 %) against 17 % for sqrt(Σ d² − N σ²) over 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,14 @@ def read_galaxy_catalog(path: Path) -> dict[str, np.ndarray]:
                 names = {n.lower(): n for n in table.columns.names}
                 cols = {k: np.asarray(table[names[k]]) for k in ("x", "y", "id") if k in names}
         else:
-            with open(path) as fh:
-                first = fh.readline()
-            header = first.lstrip("#").split() if first.startswith("#") else ["x", "y", "id"]
-            data = np.atleast_2d(np.loadtxt(path, comments="#", ndmin=2))
-            names = {n.lower(): i for i, n in enumerate(header)}
+            header = _txt_header(path)
+            data = np.loadtxt(path, comments="#", ndmin=2)
+            if header and data.size and len(header) != data.shape[1]:
+                raise ValueError(
+                    f"the header names {len(header)} columns ({' '.join(header)}), "
+                    f"the rows hold {data.shape[1]}"
+                )
+            names = {n.lower(): i for i, n in enumerate(header or ["x", "y", "id"])}
             cols = {k: data[:, names[k]] for k in ("x", "y", "id") if k in names}
     except (OSError, ValueError, IndexError) as exc:
         raise LensgenError(f"{path}: cannot read galaxy catalogue: {exc}") from None
@@ -63,6 +67,24 @@ def read_galaxy_catalog(path: Path) -> dict[str, np.ndarray]:
         "y": cols["y"].astype(np.float64),
         "id": cols["id"].astype(np.int64),
     }
+
+
+def _txt_header(path: Path) -> list[str]:
+    """Column names from the ``#`` lines that open a GREAT3 ``.txt`` catalogue.
+
+    GREAT3 writes one ``# name`` line per column; a single ``# x y ID`` line (and
+    SExtractor-style ``#   1 x`` lines) are read too. No header: ``x y ID``.
+    """
+    lines = []
+    with open(path) as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            lines.append(line.lstrip("#").split())
+    lines = [w for w in lines if w]
+    if len(lines) == 1:
+        return lines[0]
+    return [w[1] if len(w) >= 2 and w[0].isdigit() else w[0] for w in lines]
 
 
 def read_image(path: Path, stamp_size: int) -> np.ndarray:
@@ -183,42 +205,165 @@ def true_snr(noiseless: np.ndarray, sigma: float | np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum(np.asarray(noiseless, np.float64) ** 2, axis=(-2, -1))) / sigma
 
 
-def psf_from_starfield(image: np.ndarray, size: int, box: int | None = None) -> np.ndarray:
-    """The PSF from a GREAT3 starfield: the exactly centred lower-left star.
+def centroid(image: np.ndarray) -> tuple[float, float]:
+    """First moment (y, x) of an image, pixels (0-based, pixel centres at integers)."""
+    image = np.asarray(image, np.float64)
+    total = image.sum()
+    if not total > 0:
+        raise LensgenError("cannot take the centroid of an image without positive flux")
+    yy, xx = np.indices(image.shape)
+    return float((yy * image).sum() / total), float((xx * image).sum() / total)
 
-    Crops an odd ``box`` (default size/2 + 1) around the star's peak in the
-    lower-left stamp (rows and columns 0…size−1, FITS lower-left) and normalises
-    it to unit sum.
+
+def _phase(shape: tuple[int, int], dy: float, dx: float) -> tuple[np.ndarray, np.ndarray]:
+    """Separable phase ramps (column, row) that move an ``rfft2`` spectrum by (dy, dx)."""
+    ny, nx = shape
+    col = np.exp(-2j * np.pi * np.fft.fftfreq(ny) * dy)[:, None]
+    row = np.exp(-2j * np.pi * np.fft.rfftfreq(nx) * dx)[None, :]
+    if nx % 2 == 0:  # the x-Nyquist column must stay Hermitian in y: its x phase is real
+        row[0, -1] = np.cos(np.pi * dx)
+    return col, row
+
+
+def shift_image(image: np.ndarray, dy: float, dx: float, pad: int = 0) -> np.ndarray:
+    """``image`` moved by (dy, dx) pixels by a Fourier phase ramp (sinc interpolation).
+
+    Exact for a band-limited image and unitary on white noise (the noise stays white
+    and keeps its variance). The image is treated as periodic; ``pad`` zero pixels
+    on each side keep the wrap-around away from the edges.
+    """
+    image = np.asarray(image, np.float64)
+    if pad:
+        image = np.pad(image, pad)
+    col, row = _phase(image.shape, dy, dx)
+    out = np.fft.irfft2(np.fft.rfft2(image) * col * row, s=image.shape)
+    return out[pad : image.shape[0] - pad, pad : image.shape[1] - pad] if pad else out
+
+
+def centred_psf(star: np.ndarray, box: int, tol: float = 1e-4) -> np.ndarray:
+    """An odd ``box`` × ``box`` PSF kernel whose centroid is its centre pixel, unit sum.
+
+    GREAT3 draws the constant-PSF star at the true centre of its stamp, which lies
+    between pixels for even stamps (23.5, 23.5 for 48 × 48). The star is moved by
+    the sub-pixel offset between its centroid and the nearest pixel centre
+    (:func:`shift_image`), cropped around that pixel, and the shift refined until the
+    crop's own centroid is at the centre to ``tol`` pixels (the crop drops some
+    wing light, which moves the centroid of an asymmetric PSF).
+    """
+    star = np.asarray(star, np.float64)
+    box += 1 - box % 2
+    half = box // 2
+    size_y, size_x = star.shape
+    if box > min(size_y, size_x):
+        raise LensgenError(f"a {box} × {box} PSF does not fit the {size_x} × {size_y} star")
+    cy, cx = centroid(star)
+    py = int(np.clip(np.rint(cy), half, size_y - 1 - half))
+    px = int(np.clip(np.rint(cx), half, size_x - 1 - half))
+    dy, dx = py - cy, px - cx
+    for _ in range(8):
+        moved = shift_image(star, dy, dx, pad=half)
+        kernel = moved[py - half : py + half + 1, px - half : px + half + 1]
+        ky, kx = centroid(kernel)
+        if max(abs(ky - half), abs(kx - half)) < tol:
+            break
+        dy, dx = dy + half - ky, dx + half - kx
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def psf_from_starfield(image: np.ndarray, size: int, box: int | None = None) -> np.ndarray:
+    """The PSF of a constant-PSF GREAT3 starfield: its lower-left star, centred.
+
+    The lower-left stamp (rows and columns 0…size−1, FITS lower-left) holds the
+    star drawn at the stamp's true centre; :func:`centred_psf` resamples it so its
+    centroid is the centre pixel of an odd ``box`` (default size/2 + 1).
     """
     if image.ndim != 2 or image.shape[0] < size or image.shape[1] < size:
         raise LensgenError(f"starfield image of shape {image.shape} is smaller than one stamp")
-    box = box or (size // 2 + 1)
-    box += 1 - box % 2
     star = np.asarray(image[:size, :size], dtype=np.float64)
-    py, px = np.unravel_index(np.argmax(star), star.shape)
-    half = box // 2
-    py = int(np.clip(py, half, size - 1 - half))
-    px = int(np.clip(px, half, size - 1 - half))
-    kernel = star[py - half : py + half + 1, px - half : px + half + 1]
-    total = kernel.sum()
-    if not total > 0:
+    if not star.sum() > 0:
         raise LensgenError("starfield: the lower-left PSF stamp has no positive flux")
-    return (kernel / total).astype(np.float32)
+    return centred_psf(star, box or (size // 2 + 1))
 
 
-def pair_ids(subfield: int, i: np.ndarray, j: np.ndarray, ncols: int, paired: bool) -> np.ndarray:
-    """Pair id per stamp: stamps 2m and 2m+1 (row-major grid order) share one when paired.
+def psf_fwhm(kernel: np.ndarray, upsample: int = 8) -> float:
+    """FWHM of a PSF kernel, pixels: the diameter of the circle whose area is that above
+    half the peak, measured on a ``upsample``× Fourier-interpolated copy."""
+    kernel = np.asarray(kernel, np.float64)
+    ny, nx = kernel.shape
+    spec = np.fft.fftshift(np.fft.fft2(kernel))
+    my, mx = ny * upsample, nx * upsample
+    py, px = my // 2 - ny // 2, mx // 2 - nx // 2  # zero frequency stays at the centre
+    big = np.zeros((my, mx), complex)
+    big[py : py + ny, px : px + nx] = spec
+    fine = np.fft.ifft2(np.fft.ifftshift(big)).real
+    area = np.count_nonzero(fine >= 0.5 * fine.max()) / upsample**2
+    return float(2.0 * np.sqrt(area / np.pi))
 
-    GREAT3 constant-shear branches store each galaxy next to its 90°-rotated copy.
+
+def rebin(stamps: np.ndarray, factor: int) -> np.ndarray:
+    """Sum ``factor`` × ``factor`` pixel blocks of (…, H, W) images (flux per pixel kept
+    as flux per new pixel); H and W must be multiples of ``factor``."""
+    if factor == 1:
+        return stamps
+    *lead, h, w = stamps.shape
+    if h % factor or w % factor:
+        raise LensgenError(f"cannot rebin {w} × {h} pixels by {factor}")
+    blocks = stamps.reshape(*lead, h // factor, factor, w // factor, factor)
+    return blocks.sum(axis=(-3, -1), dtype=np.float64).astype(stamps.dtype)
+
+
+def coadd(images: Iterable[np.ndarray], dithers: Iterable[tuple[float, float]]) -> np.ndarray:
+    """Sum of the epochs of a multi-epoch subfield, each moved back by its dither.
+
+    ``images`` may be a generator: one epoch is held in memory at a time.
+
+    GREAT3 draws epoch e with every galaxy offset by its dither (dx, dy) pixels
+    (``epoch_dither-SSS-E.txt``) and a sixth of the flux; its example coadd moves
+    each epoch by (−dx, −dy) and adds them. The shift here is a Fourier phase ramp
+    (:func:`shift_image`), so each epoch's noise stays white and the coadd's noise
+    variance is the sum of the epochs'. The shifted spectra are summed, so one
+    inverse transform makes the coadd.
     """
-    k = np.asarray(j, np.int64) * ncols + np.asarray(i, np.int64)
-    return subfield * 1_000_000 + (k // 2 if paired else k)
+    spectrum = None
+    for image, (dx, dy) in zip(images, dithers, strict=True):
+        moved = np.fft.rfft2(np.asarray(image, np.float64))
+        col, row = _phase(image.shape, -dy, -dx)
+        moved *= col
+        moved *= row
+        if spectrum is None:
+            spectrum, shape = moved, image.shape
+        elif image.shape != shape:
+            raise LensgenError(f"epochs differ in size: {image.shape} and {shape}")
+        else:
+            spectrum += moved
+    return np.fft.irfft2(spectrum, s=shape).astype(np.float32)
 
 
-def split_pairs(pair: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
-    """ "train"/"val" per stamp, drawing whole pairs into validation with ``seed``."""
-    unique = np.unique(pair)
-    rng = np.random.default_rng(seed)
-    n_val = int(round(val_fraction * len(unique)))
-    val = rng.permutation(unique)[:n_val]
-    return np.where(np.isin(pair, val), "val", "train")
+def split_by_subfield(
+    subfield: np.ndarray, val_fraction: float, seed: int, n_val: int | None = None
+) -> np.ndarray:
+    """The subfields that go to validation: a leak-free split of GREAT3 stamps.
+
+    A constant-shear subfield holds each galaxy and its 90°-rotated twin at
+    positions scattered by a random permutation, so the whole subfield must be on
+    one side. Subfields are taken in a ``seed``-ed random order until they hold
+    ``n_val`` stamps (default: ``val_fraction`` of all), leaving at least one for
+    training.
+
+    Returns
+    -------
+    (k,) array of the validation subfields' numbers.
+    """
+    subs, counts = np.unique(np.asarray(subfield), return_counts=True)
+    if val_fraction == 0 or n_val == 0:
+        return subs[:0]
+    if len(subs) < 2:
+        raise LensgenError(
+            f"a leak-free validation split needs stamps from ≥ 2 subfields (rotated twins "
+            f"are scattered over a subfield), got only subfield {subs[0]:03d}"
+        )
+    target = val_fraction * counts.sum() if n_val is None else n_val
+    order = np.random.default_rng(seed).permutation(len(subs))
+    filled = np.cumsum(counts[order]) >= target
+    k = min(int(np.argmax(filled)) + 1 if filled.any() else len(subs), len(subs) - 1)
+    return np.sort(subs[order[:k]])

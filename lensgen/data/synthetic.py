@@ -1,11 +1,13 @@
 """An offline GREAT3-format generator: real branch layout, parametric galaxies.
 
-Writes, per subfield SSS, the files of a GREAT3 branch: ``image-SSS-0.fits`` (a
-grid × grid mosaic of stamps, float32), ``galaxy_catalog-SSS.fits`` and ``.txt``
-(columns x, y, ID), ``starfield_image-SSS-0.fits`` (3 × 3 noiseless PSF stars, the
-lower-left one centred on pixel (size/2, size/2)), then packs them as
-``<branch>.tar.gz`` laid out ``experiment/obs/shear/``. From there on the data take
-the same path as a downloaded branch.
+Writes, per subfield SSS and epoch E, the files of a GREAT3 branch:
+``image-SSS-E.fits`` (a grid × grid mosaic of stamps, float32),
+``starfield_image-SSS-E.fits`` (3 × 3 noiseless PSF stars, the lower-left one at
+its stamp's true centre, between pixels for even stamps), ``epoch_dither-SSS-E.txt``
+(multi-epoch branches) and ``galaxy_catalog-SSS.fits`` and ``.txt`` (columns x, y,
+ID; one ``# name`` header line per column), then packs them as ``<branch>.tar.gz``
+laid out ``experiment/obs/shear/``. From there on the data take the same path as a
+downloaded branch.
 
 Galaxies start from bulge + disk Sérsic models (:func:`lensgen.lensing.light.sersic_ellipse`)
 with COSMOS-like distributions (I < 23.5 sample, Mandelbaum et al. 2014, GREAT3
@@ -17,17 +19,18 @@ d log N / dm ≈ 0.3) starting at S/N ≈ 12 for a median galaxy. The default
 disks, clump-dominated irregulars and companions (:mod:`lensgen.data.morphology`,
 fractions and sources there); ``"bulge_disk"`` keeps the smooth galaxies only.
 Each galaxy is rendered on a 3 × 3 sub-pixel grid with its total flux fixed,
-sheared, convolved with a Moffat (β = 3) ground PSF of FWHM 0.6–0.9″
-(:func:`lensgen.lensing.instrument.moffat_psf`) and given Gaussian noise of one
-variance per image, as in GREAT3. Constant-shear branches hold 90°-rotated pairs in
-consecutive stamps (k = 2m, 2m + 1, row-major); a partner's structure is rotated
-with it.
+sheared, convolved with a Moffat (β = 3) PSF (ground: FWHM 0.5–0.95″ drawn per
+subfield, GREAT3's seeing range; space: 2.5–3 pixels) and given Gaussian noise of
+one variance per image, as in GREAT3. Constant-shear branches hold 90°-rotated
+pairs whose positions a random permutation scatters over the grid (a partner's
+structure is rotated with it).
 """
 
 from __future__ import annotations
 
 import tarfile
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -163,13 +166,7 @@ def render_galaxies(params: dict, psf: np.ndarray, size: int, pixel_scale: float
     sub = (np.arange(size * OVERSAMPLE) - (size * OVERSAMPLE - 1) / 2.0) / OVERSAMPLE
     sub = (sub - 0.5 * ((size + 1) % 2)) * pixel_scale
     xs, ys = np.meshgrid(sub.astype(np.float32), sub.astype(np.float32))
-
-    @jax.jit
-    def batch(p):
-        fine = jax.vmap(galaxy, in_axes=(0, None, None))(p, xs, ys)
-        binned = fine.reshape(-1, size, OVERSAMPLE, size, OVERSAMPLE).sum(axis=(2, 4))
-        return convolve(binned, psf.astype(np.float32))
-
+    psf = jnp.asarray(psf, jnp.float32)
     n = len(params["flux"])
     out = np.empty((n, size, size), np.float32)
     for start in range(0, n, _BATCH):
@@ -180,38 +177,85 @@ def render_galaxies(params: dict, psf: np.ndarray, size: int, pixel_scale: float
             chunk = {
                 k: jnp.concatenate([v, jnp.repeat(v[-1:], pad, axis=0)]) for k, v in chunk.items()
             }
-        out[start : start + _BATCH] = np.asarray(batch(chunk))[: min(_BATCH, n - start)]
+        stamps = _render_batch(chunk, psf, xs, ys, galaxy, size)
+        out[start : start + _BATCH] = np.asarray(stamps)[: min(_BATCH, n - start)]
     return out
 
 
-def _starfield(psf_big: np.ndarray, size: int, key) -> np.ndarray:
-    """3 × 3 noiseless stars; lower-left exactly centred, the others shifted by whole pixels."""
+@partial(jax.jit, static_argnums=(4, 5))
+def _render_batch(p, psf, xs, ys, galaxy, size):
+    """One batch on the sub-pixel grid, binned to pixels and convolved (the PSF is an
+    argument: the epochs and subfields of a branch share one compiled program)."""
+    fine = jax.vmap(galaxy, in_axes=(0, None, None))(p, xs, ys)
+    binned = fine.reshape(-1, size, OVERSAMPLE, size, OVERSAMPLE).sum(axis=(2, 4))
+    return convolve(binned, psf)
+
+
+def star_stamp(fwhm: float, pixel_scale: float, size: int, shift=(0.0, 0.0)) -> np.ndarray:
+    """A unit-flux Moffat (β = 3) star in a size × size stamp, centred on the stamp's
+    true centre ((size − 1)/2, between pixels for even sizes) plus ``shift`` (dy, dx)
+    pixels, each pixel averaged over 9 × 9 sub-pixel samples, as GalSim draws it."""
+    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / MOFFAT_BETA) - 1.0)) / pixel_scale
+    sub = 9
+    c = (np.arange(size * sub) + 0.5) / sub - 0.5 - (size - 1) / 2.0
+    yy, xx = np.meshgrid(c - shift[0], c - shift[1], indexing="ij")
+    fine = (1.0 + (xx**2 + yy**2) / alpha**2) ** (-MOFFAT_BETA)
+    star = fine.reshape(size, sub, size, sub).mean(axis=(1, 3))
+    return (star / star.sum()).astype(np.float32)
+
+
+def _starfield(fwhm: float, pixel_scale: float, size: int, key) -> np.ndarray:
+    """3 × 3 noiseless stars; the lower-left one at its stamp's true centre (between
+    pixels for even stamps), the others shifted by whole pixels, as in GREAT3."""
     field = np.zeros((3 * size, 3 * size), np.float32)
-    k = psf_big.shape[0]
-    lo = size // 2 - k // 2
     shifts = np.array(jax.random.randint(key, (9, 2), -3, 4))
     shifts[0] = 0
     for idx in range(9):
         j, i = divmod(idx, 3)
-        star = np.zeros((size, size), np.float32)
-        star[lo : lo + k, lo : lo + k] = psf_big
-        star = np.roll(star, tuple(shifts[idx]), axis=(0, 1))
+        star = star_stamp(fwhm, pixel_scale, size, tuple(float(v) for v in shifts[idx]))
         field[j * size : (j + 1) * size, i * size : (i + 1) * size] = star
     return field
 
 
-def write_subfield(
-    key, folder: Path, subfield: int, branch: Branch, grid: int, morphology: str = "structured"
-) -> dict:
-    """Write one subfield's GREAT3 files into ``folder``; return its truth (PSF, σ, shear).
+def _write_columns(path: Path, names: list[str], rows: np.ndarray, fmt: str) -> None:
+    """A GREAT3 ``.txt`` table: one ``# name`` line per column, then the rows."""
+    text = "".join(f"# {name}\n" for name in names)
+    text += "".join(fmt.format(*row) + "\n" for row in rows)
+    path.write_text(text)
 
-    ``morphology`` picks the galaxy population (:func:`draw_galaxies`).
+
+def write_subfield(
+    key,
+    folder: Path,
+    subfield: int,
+    branch: Branch,
+    grid: int,
+    morphology: str = "structured",
+    fwhm: float | None = None,
+) -> dict:
+    """Write one subfield's GREAT3 files into ``folder``; return its truth.
+
+    As GREAT3 does: the subfield is its own field with its own seeing (``fwhm``
+    overrides the draw, arcsec); the galaxies of a constant-shear branch come as
+    90°-rotated twins, scattered over the grid by a random permutation; the
+    lower-left star is drawn at the stamp's true centre. A multi-epoch branch has 6
+    epochs, each with its own PSF (within ±10 % of the subfield's FWHM), a random
+    sub-pixel dither of every galaxy (``epoch_dither-SSS-E.txt``), a sixth of the
+    flux and noise σ/√6, so the coadd has the flux and noise of one epoch of the
+    other branches.
+
+    Returns a dict: ``psf_fwhm`` (per epoch), ``sigma`` (coadd noise rms), ``shear``,
+    ``clean`` (noiseless stamps of epoch 0, grid order), ``params`` (grid order),
+    ``twin`` (grid position of each stamp's rotated twin, −1 without one) and
+    ``dithers`` ((epochs, 2) dx, dy in pixels).
     """
     size, scale = branch.stamp_size, branch.pixel_scale
-    k_psf, k_noise_level, k_gal, k_shear, k_noise, k_star = jax.random.split(key, 6)
-    if branch.obs == "ground":
-        fwhm = 0.6 + 0.3 * float(jax.random.uniform(k_psf))
-    else:
+    k_psf, k_noise_level, k_gal, k_shear, k_noise, k_star, k_perm, k_epoch = jax.random.split(
+        key, 8
+    )
+    if fwhm is None and branch.obs == "ground":
+        fwhm = 0.5 + 0.45 * float(jax.random.uniform(k_psf))  # GREAT3 ground seeing
+    elif fwhm is None:
         fwhm = 2.5 * scale * (1.0 + 0.2 * float(jax.random.uniform(k_psf)))
     sigma = float(0.8 + 0.4 * jax.random.uniform(k_noise_level))
     n = grid * grid
@@ -222,30 +266,68 @@ def write_subfield(
         params["comp_e1"], params["comp_e2"] = apply_shear(
             params["comp_e1"], params["comp_e2"], g[0], g[1]
         )
+    # Grid position k holds galaxy perm[k]: twins (2m, 2m + 1) land anywhere.
+    perm = np.asarray(jax.random.permutation(k_perm, n))
+    params = {k: v[perm] for k, v in params.items()}
+    twin = np.full(n, -1)
+    if branch.has_pairs:
+        where = np.argsort(perm)  # grid position of each galaxy
+        partner = perm ^ 1  # the other member of galaxy perm[k]'s pair
+        ok = partner < n
+        twin[ok] = where[partner[ok]]
+    epochs = branch.epochs
+    k_fw, k_dith = jax.random.split(k_epoch)
+    if epochs > 1:
+        fwhms = fwhm * (1.0 + 0.1 * np.asarray(jax.random.uniform(k_fw, (epochs,), minval=-1)))
+        dithers = np.asarray(jax.random.uniform(k_dith, (epochs, 2), minval=-0.5, maxval=0.5))
+    else:
+        fwhms, dithers = np.array([fwhm]), np.zeros((1, 2))
     big = size - 1 if size % 2 == 0 else size - 2  # odd kernel that fits a stamp
-    psf = moffat_psf(fwhm, MOFFAT_BETA, scale, size=min(31, big))
-    clean = render_galaxies(params, psf, size, scale)
-    noise = sigma * np.asarray(jax.random.normal(k_noise, (grid * size, grid * size), jnp.float32))
-    image = clean.reshape(grid, grid, size, size).transpose(0, 2, 1, 3).reshape(noise.shape)
-    image = image + noise
+    sub = f"{subfield:03d}"
     jj, ii = np.divmod(np.arange(n), grid)
+    clean0 = None
+    for e, (fw, (dx, dy)) in enumerate(zip(fwhms, dithers, strict=True)):
+        check_interrupt()
+        moved = dict(params, flux=params["flux"] / epochs)
+        moved["center_x"] = params["center_x"] + dx * scale
+        moved["center_y"] = params["center_y"] + dy * scale
+        clean = render_galaxies(moved, moffat_psf(fw, MOFFAT_BETA, scale, size=min(31, big)),
+                                size, scale)  # fmt: skip
+        if e == 0:
+            clean0 = clean
+        k_e = jax.random.fold_in(k_noise, e)
+        noise = (sigma / np.sqrt(epochs)) * np.asarray(
+            jax.random.normal(k_e, (grid * size, grid * size), jnp.float32)
+        )
+        image = clean.reshape(grid, grid, size, size).transpose(0, 2, 1, 3).reshape(noise.shape)
+        fits.PrimaryHDU((image + noise).astype(np.float32)).writeto(
+            folder / f"image-{sub}-{e}.fits"
+        )
+        star = _starfield(float(fw), scale, size, jax.random.fold_in(k_star, e))
+        fits.PrimaryHDU(star).writeto(folder / f"starfield_image-{sub}-{e}.fits")
+        if epochs > 1:
+            _write_columns(folder / f"epoch_dither-{sub}-{e}.txt", ["x_dither", "y_dither"],
+                           np.array([[dx, dy]]), "{:.6f} {:.6f}")  # fmt: skip
     x = ii * size + size // 2
     y = jj * size + size // 2
     ids = subfield * 1_000_000 + np.arange(n)
-    sub = f"{subfield:03d}"
-    fits.PrimaryHDU(image.astype(np.float32)).writeto(folder / f"image-{sub}-0.fits")
     cols = [
         fits.Column(name="x", format="D", array=x.astype(float)),
         fits.Column(name="y", format="D", array=y.astype(float)),
         fits.Column(name="ID", format="K", array=ids),
     ]
     fits.BinTableHDU.from_columns(cols).writeto(folder / f"galaxy_catalog-{sub}.fits")
-    lines = ["# x y ID"] + [f"{a} {b} {c}" for a, b, c in zip(x, y, ids, strict=True)]
-    (folder / f"galaxy_catalog-{sub}.txt").write_text("\n".join(lines) + "\n")
-    psf_big = moffat_psf(fwhm, MOFFAT_BETA, scale, size=big)
-    star = _starfield(psf_big.astype(np.float32), size, k_star)
-    fits.PrimaryHDU(star).writeto(folder / f"starfield_image-{sub}-0.fits")
-    return {"psf_fwhm": fwhm, "sigma": sigma, "shear": g, "clean": clean, "params": params}
+    _write_columns(folder / f"galaxy_catalog-{sub}.txt", ["x", "y", "ID"],
+                   np.stack([x, y, ids], axis=1), "{} {} {}")  # fmt: skip
+    return {
+        "psf_fwhm": fwhms if epochs > 1 else float(fwhm),
+        "sigma": sigma,
+        "shear": g,
+        "clean": clean0 * epochs,
+        "params": params,
+        "twin": twin,
+        "dithers": dithers,
+    }
 
 
 def make_branch_tarball(
@@ -255,12 +337,20 @@ def make_branch_tarball(
     n_subfields: int,
     grid: int = 100,
     morphology: str = "structured",
+    fwhm: list[float] | None = None,
 ) -> tuple[Path, list[dict]]:
     """Write ``<branch>.tar.gz`` (layout ``experiment/obs/shear/``) into ``out_dir``.
 
-    ``morphology`` picks the galaxy population (:func:`draw_galaxies`). Returns the
-    tarball path and the per-subfield truth dicts of :func:`write_subfield`.
+    ``morphology`` picks the galaxy population (:func:`draw_galaxies`); ``fwhm``
+    optionally fixes each subfield's seeing, arcsec. Returns the tarball path and
+    the per-subfield truth dicts of :func:`write_subfield`. Branches whose PSF
+    varies over the field (variable_psf, full) are not generated: lensgen does not
+    read them.
     """
+    if not branch.constant_psf:
+        raise ConfigError(f"no synthetic {branch.name}: its PSF varies over the field")
+    if fwhm is not None and len(fwhm) != n_subfields:
+        raise ConfigError(f"fwhm has {len(fwhm)} values for {n_subfields} subfields")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{branch.name}.tar.gz"
@@ -273,7 +363,8 @@ def make_branch_tarball(
             with tarfile.open(part, "w:gz", compresslevel=1) as tar:
                 for sub, k in enumerate(jax.random.split(key, n_subfields)):
                     check_interrupt()
-                    truths.append(write_subfield(k, folder, sub, branch, grid, morphology))
+                    seeing = None if fwhm is None else fwhm[sub]
+                    truths.append(write_subfield(k, folder, sub, branch, grid, morphology, seeing))
                     for f in sorted(folder.iterdir()):
                         check_interrupt()
                         tar.add(f, arcname=f"{branch.folder}/{f.name}", recursive=False)

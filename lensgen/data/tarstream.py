@@ -22,9 +22,11 @@ from typing import IO
 
 from lensgen.errors import LensgenError
 
-# image-SSS-E.fits, starfield_image-SSS-E.fits, galaxy_catalog-SSS.fits/.txt
+# image-SSS-E.fits, starfield_image-SSS-E.fits, epoch_dither-SSS-E.txt,
+# galaxy_catalog-SSS.fits/.txt
 _MEMBER = re.compile(
     r"^(?P<kind>image|starfield_image)-(?P<sub>\d{3})-(?P<epoch>\d+)\.fits$"
+    r"|^(?P<dkind>epoch_dither)-(?P<dsub>\d{3})-(?P<depoch>\d+)\.txt$"
     r"|^(?P<ckind>galaxy_catalog)-(?P<csub>\d{3})\.(?P<ext>fits|txt)$"
 )
 
@@ -35,17 +37,30 @@ class CorruptArchiveError(LensgenError):
 
 @dataclass
 class SubfieldFiles:
-    """Local paths of one subfield's files (epoch 0)."""
+    """Local paths of one subfield's files: per epoch an image and a starfield (and,
+    with several epochs, the dither), plus the galaxy catalogue."""
 
     subfield: int
-    image: Path | None = None
+    epochs: int = 1
+    images: dict[int, Path] = field(default_factory=dict)
+    starfields: dict[int, Path] = field(default_factory=dict)
+    dithers: dict[int, Path] = field(default_factory=dict)
     catalog: Path | None = None
-    starfield: Path | None = None
     checksums: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def missing(self) -> list[str]:
+        """Names of the files this subfield still lacks."""
+        sub, every = f"{self.subfield:03d}", range(self.epochs)
+        out = [] if self.catalog else [f"galaxy_catalog-{sub}.fits/.txt"]
+        out += [f"image-{sub}-{e}.fits" for e in every if e not in self.images]
+        out += [f"starfield_image-{sub}-{e}.fits" for e in every if e not in self.starfields]
+        if self.epochs > 1:
+            out += [f"epoch_dither-{sub}-{e}.txt" for e in every if e not in self.dithers]
+        return out
 
     @property
     def complete(self) -> bool:
-        return None not in (self.image, self.catalog, self.starfield)
+        return not self.missing()
 
 
 def check_member(member: tarfile.TarInfo, source: str) -> None:
@@ -69,6 +84,8 @@ def classify(name: str) -> tuple[str, int, int] | None:
         return None
     if match["kind"]:
         return match["kind"], int(match["sub"]), int(match["epoch"])
+    if match["dkind"]:
+        return "epoch_dither", int(match["dsub"]), int(match["depoch"])
     return f"galaxy_catalog.{match['ext']}", int(match["csub"]), 0
 
 
@@ -94,14 +111,16 @@ def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> 
     return size, digest.hexdigest()
 
 
-def iter_subfields(fileobj: IO[bytes], dest: Path, source: str) -> Iterator[SubfieldFiles]:
+def iter_subfields(
+    fileobj: IO[bytes], dest: Path, source: str, epochs: int = 1
+) -> Iterator[SubfieldFiles]:
     """Extract a GREAT3 branch stream, yielding each subfield once its files are in.
 
-    A subfield needs ``image-SSS-0.fits``, ``galaxy_catalog-SSS.{fits,txt}`` and
-    ``starfield_image-SSS-0.fits``; other expected members (other epochs) and
-    unrelated files are skipped unread. Stop iterating to stop reading the stream.
-    At the end of the archive a subfield with an image but no catalogue or
-    starfield is an error naming the missing file.
+    A subfield needs ``galaxy_catalog-SSS.{fits,txt}`` and, for each epoch E <
+    ``epochs``, ``image-SSS-E.fits`` and ``starfield_image-SSS-E.fits`` (plus
+    ``epoch_dither-SSS-E.txt`` when ``epochs`` > 1); other members are skipped
+    unread. Stop iterating to stop reading the stream. At the end of the archive a
+    subfield with an image but missing files is an error naming them.
 
     Parameters
     ----------
@@ -119,18 +138,20 @@ def iter_subfields(fileobj: IO[bytes], dest: Path, source: str) -> Iterator[Subf
             for member in tar:
                 check_member(member, source)
                 kind = classify(member.name) if member.isfile() else None
-                if kind is None or kind[2] != 0:
+                if kind is None or kind[2] >= epochs or (kind[0] == "epoch_dither" and epochs < 2):
                     continue
-                what, sub, _ = kind
-                files = pending.setdefault(sub, SubfieldFiles(sub))
+                what, sub, epoch = kind
+                files = pending.setdefault(sub, SubfieldFiles(sub, epochs))
                 if what == "galaxy_catalog.txt" and files.catalog is not None:
                     continue  # the FITS catalogue is preferred and already here
                 local = dest / PurePosixPath(member.name).name
                 files.checksums[local.name] = _write_member(tar, member, local)
                 if what == "image":
-                    files.image = local
+                    files.images[epoch] = local
                 elif what == "starfield_image":
-                    files.starfield = local
+                    files.starfields[epoch] = local
+                elif what == "epoch_dither":
+                    files.dithers[epoch] = local
                 elif what == "galaxy_catalog.fits" or files.catalog is None:
                     files.catalog = local
                 if files.complete:
@@ -142,9 +163,8 @@ def iter_subfields(fileobj: IO[bytes], dest: Path, source: str) -> Iterator[Subf
             raise CorruptArchiveError(f"{source}: corrupt tar.gz ({exc})") from None
         raise LensgenError(f"cannot extract {source} into {dest}: {exc.strerror}") from None
     for files in sorted(pending.values(), key=lambda f: f.subfield):
-        if files.image is None:
-            continue
-        sub = f"{files.subfield:03d}"
-        missing = f"galaxy_catalog-{sub}.fits/.txt" if files.catalog is None else None
-        missing = missing or f"starfield_image-{sub}-0.fits"
-        raise LensgenError(f"{source}: image-{sub}-0.fits has no {missing} in the archive")
+        if files.images:
+            sub = f"{files.subfield:03d}"
+            raise LensgenError(
+                f"{source}: subfield {sub} lacks {', '.join(files.missing())} in the archive"
+            )

@@ -6,10 +6,13 @@ Layout (all written by :func:`write_dataset`, read by :func:`read_dataset`):
   ``SNRMAX``, ``NSTAMPS``, ``LGVERS`` (lensgen version) and free-form metadata;
 * ``STAMPS``: float32 cube (N, H, W), raw flux per pixel, not normalised;
 * ``CATALOG``: one row per stamp: ``subfield``, ``id``, ``x``, ``y`` (stamp centre in
-  the GREAT3 image, pixels), ``sigma`` (noise rms, flux/pixel), ``snr``
-  (matched-filter S/N), ``pair`` (id shared by a 90°-rotated pair), ``split``
-  (``"train"`` or ``"val"``);
-* ``PSF`` (optional): float32 (h, w) kernel normalised to unit sum, same pixel scale;
+  the GREAT3 image, pixels of that image), ``sigma`` (noise rms, flux/pixel), ``snr``
+  (matched-filter S/N), ``psf`` (index of the stamp's PSF in the ``PSF`` cube),
+  ``split`` (``"train"`` or ``"val"``);
+* ``PSF`` (optional): float32 (P, h, w) kernels, each normalised to unit sum, same
+  pixel scale: one per subfield, since GREAT3 draws seeing and optics per field.
+  Files written before per-subfield PSFs hold one (h, w) kernel and a ``pair``
+  column instead of ``psf``; they read as a one-kernel cube with every ``psf`` = 0;
 * ``SOURCES`` (optional): the files the set was built from: ``name``, ``url``,
   ``size`` (bytes), ``sha256``.
 """
@@ -28,7 +31,7 @@ from lensgen import __version__
 from lensgen.errors import LensgenError
 from lensgen.io.atomic import atomic_path
 
-CATALOG_COLUMNS = ("subfield", "id", "x", "y", "sigma", "snr", "pair", "split")
+CATALOG_COLUMNS = ("subfield", "id", "x", "y", "sigma", "snr", "psf", "split")
 _FORMATS = {
     "subfield": "J",
     "id": "K",
@@ -36,7 +39,7 @@ _FORMATS = {
     "y": "D",
     "sigma": "D",
     "snr": "D",
-    "pair": "K",
+    "psf": "J",
     "split": "5A",
 }
 
@@ -50,7 +53,7 @@ class StampDataset:
     stamps : (N, H, W) float32, flux per pixel.
     catalog : column name → (N,) array, see the module docstring.
     pixel_scale : arcsec per pixel.
-    psf : (h, w) float32 kernel with unit sum, or None.
+    psf : (P, h, w) float32 kernels with unit sum (a 2-D kernel is taken as P = 1), or None.
     meta : header metadata (branch, cuts, …).
     sources : list of dicts with name, url, size, sha256.
     """
@@ -72,6 +75,16 @@ class StampDataset:
         for name, col in self.catalog.items():
             if len(col) != n:
                 raise ValueError(f"catalog column '{name}' has {len(col)} rows, stamps {n}")
+        if self.psf is not None:
+            psf = np.asarray(self.psf, np.float32)
+            if psf.ndim == 2:
+                psf = psf[None]
+            if psf.ndim != 3 or len(psf) == 0:
+                raise ValueError(f"PSF must be (P, h, w) or (h, w), got shape {psf.shape}")
+            object.__setattr__(self, "psf", psf)
+            index = np.asarray(self.catalog["psf"])
+            if n and (index.min() < 0 or index.max() >= len(psf)):
+                raise ValueError(f"catalog column 'psf' indexes {len(psf)} PSF(s) out of range")
 
     def __len__(self) -> int:
         return self.stamps.shape[0]
@@ -79,6 +92,12 @@ class StampDataset:
     @property
     def image_shape(self) -> tuple[int, int]:
         return self.stamps.shape[1], self.stamps.shape[2]
+
+    def stamp_psfs(self, indices: np.ndarray) -> np.ndarray | None:
+        """The PSF of each stamp in ``indices``, (len, h, w), or None without PSFs."""
+        if self.psf is None:
+            return None
+        return self.psf[np.asarray(self.catalog["psf"])[indices]]
 
     def split_indices(self, split: str) -> np.ndarray:
         """Indices of the stamps in ``split`` ("train" or "val")."""
@@ -147,6 +166,9 @@ def read_dataset(path: str | Path) -> StampDataset:
             table = hdul["CATALOG"].data
             catalog = {}
             for name in CATALOG_COLUMNS:
+                if name == "psf" and name not in table.columns.names:
+                    catalog[name] = np.zeros(len(table), np.int32)  # one PSF for all
+                    continue
                 if name not in table.columns.names:
                     raise LensgenError(f"{path}: CATALOG lacks column '{name}'")
                 col = np.asarray(table[name])
@@ -195,7 +217,7 @@ def make_catalog(n: int, **columns: Any) -> dict[str, np.ndarray]:
         "y": np.zeros(n),
         "sigma": np.ones(n),
         "snr": np.full(n, np.nan),
-        "pair": np.arange(n, dtype=np.int64),
+        "psf": np.zeros(n, np.int32),
         "split": np.array(["train"] * n),
     }
     return {name: np.asarray(columns.get(name, defaults[name])) for name in CATALOG_COLUMNS}

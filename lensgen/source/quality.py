@@ -60,7 +60,7 @@ def _measure(images: jnp.ndarray, pixel_scale: float) -> jnp.ndarray:
 
 
 def observe(key, params, arch, z, psf, sigmas) -> np.ndarray:
-    """Decode latents, apply the PSF and add Gaussian noise of the given σ's."""
+    """Decode latents, apply each one's PSF ((n, k, k) or None) and add noise of σ's."""
     psf = None if psf is None else jnp.asarray(psf)
     z = jnp.asarray(z, jnp.float32)
     return np.asarray(_observe(key, params, arch, z, psf, jnp.asarray(sigmas, jnp.float32)))
@@ -70,7 +70,7 @@ def observe(key, params, arch, z, psf, sigmas) -> np.ndarray:
 def _observe(key, params, arch, z, psf, sigmas):
     img = jax.vmap(lambda v: vae.decode(params, arch, v))(z)
     if psf is not None:
-        img = jax.vmap(vae.psf_convolve, (0, None))(img, psf)
+        img = jax.vmap(vae.psf_convolve)(img, psf)
     return img + jax.random.normal(key, img.shape, jnp.float32) * sigmas[:, None, None]
 
 
@@ -85,7 +85,8 @@ def quality_report(key, params, arch, flow_params, data, n: int) -> dict[str, An
     z_f = flowlib.sample(k_f, flow_params, n)
     out: dict[str, Any] = {"n_quality": int(n)}
     for name, z, kn in (("normal", z_n, k_noise1), ("flow", z_f, k_noise2)):
-        obs = observe(kn, params, arch, z, data.psf, sig) * data.flux_scale
+        psfs = None if data.psf is None else data.psf[data.p_val[sel]]
+        obs = observe(kn, params, arch, z, psfs, sig) * data.flux_scale
         m = measure(obs, data.pixel_scale)
         for j, q in enumerate(("flux", "size", "abs_e")):
             a, b = ref[:, j], m[:, j]

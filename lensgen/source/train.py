@@ -7,8 +7,9 @@ log p(x) for x in the dataset's units:
     log p(x | z) = −½ Σ_p ((x_p − (P ⊛ g(z))_p) / σ)² − N log σ − ½ N log 2π,   (1)
     ELBO(x)     = E_q[log p(x | z)] − KL(q(z|x) ‖ N(0, I)),                       (2)
 
-with g the decoder, P the dataset PSF (when ``data.psf`` resolves to on: the
-decoder learns the galaxy *before* the PSF) and q(z|x) a diagonal Gaussian. The
+with g the decoder, P the PSF of the stamp's own subfield (when ``data.psf``
+resolves to on: the decoder learns the galaxy *before* the PSF) and q(z|x) a
+diagonal Gaussian. The
 network works on images divided by one global ``flux_scale`` (the median peak
 pixel of the training stamps); (1) is evaluated with σ in the same units plus
 the constant −N log flux_scale, which is exactly the physical-unit density.
@@ -166,9 +167,15 @@ class Prepared(NamedTuple):
     s_train: np.ndarray
     x_val: np.ndarray
     s_val: np.ndarray
-    psf: np.ndarray | None
+    psf: np.ndarray | None  # (P, k, k) odd kernels, one per subfield
+    p_train: np.ndarray  # index of each training stamp's PSF
+    p_val: np.ndarray
     flux_scale: float
     pixel_scale: float
+
+    def val_psfs(self, n: int | None = None) -> np.ndarray | None:
+        """The PSF of each of the first ``n`` validation stamps, (n, k, k), or None."""
+        return None if self.psf is None else self.psf[self.p_val[:n]]
 
 
 def prepare_data(cfg: TrainConfig) -> Prepared:
@@ -205,9 +212,11 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
     if cfg.data.psf == "on" or (cfg.data.psf == "auto" and ds.psf is not None):
         if ds.psf is None:
             raise ConfigError(f"data.psf = 'on' but {path} has no PSF")
-        if ds.psf.shape[0] != ds.psf.shape[1]:
-            raise LensgenError(f"{path}: PSF must be square, got {ds.psf.shape}")
-        psf = np.asarray(vae.odd_psf(jnp.asarray(ds.psf / ds.psf.sum(), jnp.float32)))
+        if ds.psf.shape[1] != ds.psf.shape[2]:
+            raise LensgenError(f"{path}: PSF must be square, got {ds.psf.shape[1:]}")
+        unit = ds.psf / ds.psf.sum(axis=(1, 2), keepdims=True)
+        psf = np.asarray(jax.vmap(vae.odd_psf)(jnp.asarray(unit, jnp.float32)))
+    index = np.asarray(ds.catalog["psf"], np.int32)
     scale = float(np.median(stamps[tr].max(axis=(1, 2))))
     if not scale > 0:
         raise LensgenError(f"{path}: median peak pixel of the training stamps is ≤ 0")
@@ -215,7 +224,7 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
     return Prepared(
         stamps[tr] * norm, (sigma[tr] / scale).astype(np.float32),
         stamps[va] * norm, (sigma[va] / scale).astype(np.float32),
-        psf, scale, float(ds.pixel_scale),
+        psf, index[tr], index[va], scale, float(ds.pixel_scale),
     )  # fmt: skip
 
 
@@ -253,7 +262,10 @@ class TrainState(NamedTuple):
 
 @functools.lru_cache(maxsize=8)
 def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_psf: bool):
-    """Optimizer and jitted ``run(state, key, X, S, psf, log_fs, idx, n) → (state, metrics)``.
+    """Optimizer and jitted ``run(state, key, X, S, psf, PI, log_fs, idx, n) → (state, metrics)``.
+
+    ``psf`` is the (P, k, k) cube of PSFs and ``PI`` the index of each training
+    stamp's PSF in it (unused without PSF).
 
     ``idx`` is (K, B) stamp indices, of which the first ``n`` rows are used: ``n``
     optimiser steps in one loop. ``n`` is a run-time value, so an epoch's shorter last
@@ -273,17 +285,15 @@ def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_p
         elbo = -0.5 * chi2 - kl + log_norm(s, n_pix, log_fs)
         return loss, (jnp.mean(elbo), jnp.mean(chi2) / n_pix, jnp.mean(kl))
 
-    def step(state, idx, key, X, S, psf, log_fs):
+    def step(state, idx, key, X, S, psf, PI, log_fs):
         k_aug, k_z = jax.random.split(jax.random.fold_in(key, state.step))
         x, s = X[idx], S[idx]
-        psfs = psf
+        psfs = psf[PI[idx]] if use_psf else None
         if cfg.data.augment:
             turns = jax.random.randint(k_aug, idx.shape, 0, 8)
             x = jax.vmap(vae.dihedral)(x, turns)
             if use_psf:
-                psfs = jax.vmap(vae.dihedral, (None, 0))(psf, turns)
-        elif use_psf:
-            psfs = jnp.broadcast_to(psf, (idx.shape[0], *psf.shape))
+                psfs = jax.vmap(vae.dihedral)(psfs, turns)
         warm = jnp.minimum(1.0, (state.step + 1) / max(t.kl_warmup_steps, 1))
         beta = jnp.float32(t.beta) * warm.astype(jnp.float32)
         (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(
@@ -294,23 +304,24 @@ def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_p
         return TrainState(params, opt_state, state.step + 1), jnp.stack([loss, *aux])
 
     @jax.jit
-    def run(state, key, X, S, psf, log_fs, idx, n):
+    def run(state, key, X, S, psf, PI, log_fs, idx, n):
         def body(i, carry):
-            state, metrics = step(carry[0], idx[i], key, X, S, psf, log_fs)
+            state, metrics = step(carry[0], idx[i], key, X, S, psf, PI, log_fs)
             return state, carry[1].at[:, i].set(metrics)
 
         return jax.lax.fori_loop(0, n, body, (state, jnp.zeros((4, idx.shape[0]), jnp.float32)))
 
     @jax.jit
     def evaluate(params, key, x, s, psf, log_fs):
-        """Per-stamp ELBO (one z draw) and χ²/N of the posterior-mean reconstruction."""
+        """Per-stamp ELBO (one z draw) and χ²/N of the posterior-mean reconstruction
+        (``psf``: each stamp's PSF, (B, k, k), or None)."""
         keys = jax.random.split(key, x.shape[0])
-        chi2_z, kl = jax.vmap(image_terms, (None, None, 0, 0, 0, None))(
+        chi2_z, kl = jax.vmap(image_terms, (None, None, 0, 0, 0, 0 if use_psf else None))(
             params, arch, keys, x, s[:, None, None], psf
         )
         recon = jax.vmap(lambda im: vae.VAE(arch).apply(params, im))(x)
         if use_psf:
-            recon = jax.vmap(vae.psf_convolve, (0, None))(recon, psf)
+            recon = jax.vmap(vae.psf_convolve)(recon, psf)
         chi2 = jnp.sum(((x - recon) / s[:, None, None]) ** 2, axis=(1, 2))
         elbo = -0.5 * chi2_z - kl + log_norm(s, n_pix, log_fs)
         return elbo, chi2 / n_pix, kl
@@ -318,15 +329,22 @@ def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_p
     return optimizer, run, evaluate
 
 
-def evaluate_set(evaluate, params, key, x, s, psf, log_fs, batch: int) -> dict[str, float]:
-    """Mean validation metrics, in fixed-size (padded) batches to compile once."""
+def evaluate_set(evaluate, params, key, x, s, psfs, log_fs, batch: int) -> dict[str, float]:
+    """Mean validation metrics, in fixed-size (padded) batches to compile once
+    (``psfs``: each stamp's PSF, or None)."""
     n = x.shape[0]
     pad = (-n) % batch
-    xp = np.concatenate([x, np.repeat(x[:1], pad, 0)])
-    sp = np.concatenate([s, np.repeat(s[:1], pad, 0)])
+    xp, sp, pp = (
+        None if a is None else np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in (x, s, psfs)
+    )
     outs = [
         evaluate(
-            params, jax.random.fold_in(key, i), xp[i : i + batch], sp[i : i + batch], psf, log_fs
+            params,
+            jax.random.fold_in(key, i),
+            xp[i : i + batch],
+            sp[i : i + batch],
+            None if pp is None else pp[i : i + batch],
+            log_fs,
         )  # fmt: skip
         for i in range(0, n + pad, batch)
     ]
@@ -458,6 +476,7 @@ def _train(cfg, workdir, data, resume, progress, on_epoch, figures) -> TrainResu
         start = 0
     X, S = jnp.asarray(data.x_train), jnp.asarray(data.s_train)
     psf = None if data.psf is None else jnp.asarray(data.psf)
+    PI = jnp.asarray(data.p_train)
     total = t.epochs * steps_per_epoch
     per_call = min(t.steps_per_call, steps_per_epoch)
     try:
@@ -471,7 +490,7 @@ def _train(cfg, workdir, data, resume, progress, on_epoch, figures) -> TrainResu
                 chunk = idx[c : c + per_call]
                 n = len(chunk)
                 chunk = np.concatenate([chunk, np.zeros((per_call - n, t.batch_size), chunk.dtype)])
-                new, out = run(state, k_step, X, S, psf, log_fs, jnp.asarray(chunk), n)
+                new, out = run(state, k_step, X, S, psf, PI, log_fs, jnp.asarray(chunk), n)
                 out = np.asarray(out[:, :n].T, np.float64)
                 if not np.all(np.isfinite(out)):
                     raise LensgenError(
@@ -489,8 +508,8 @@ def _train(cfg, workdir, data, resume, progress, on_epoch, figures) -> TrainResu
             row = {"epoch": epoch, "step": int(state.step), "loss": m[0], "train_elbo": m[1],
                    "train_chi2_per_pix": m[2], "train_kl": m[3],
                    "images_per_s": steps_per_epoch * t.batch_size / dt}  # fmt: skip
-            row.update(evaluate_set(evaluate, state.params, k_val, data.x_val, data.s_val, psf,
-                                    log_fs, t.batch_size))  # fmt: skip
+            row.update(evaluate_set(evaluate, state.params, k_val, data.x_val, data.s_val,
+                                    data.val_psfs(), log_fs, t.batch_size))  # fmt: skip
             if not all(math.isfinite(v) for v in row.values()):
                 raise LensgenError(
                     f"non-finite validation metrics after epoch {epoch}: training stopped; "
