@@ -87,7 +87,8 @@ def test_demo_toy_runs_every_stage(tmp_path):
     assert "truth vs posterior" in result.output and "lens.0.theta_E" in result.output
     assert (out / "obs.fits").is_file()
     for name in ("theta_E.png", "bestfit.png", "corner_nuts.png", "summary_nuts.csv",
-                 "posterior_svi.nc", "config.toml"):  # fmt: skip
+                 "posterior_svi.nc", "config.toml", "bestfit_lenstronomy.json",
+                 "draws_lenstronomy_nuts.json", "draws_lenstronomy_svi.json"):  # fmt: skip
         assert (out / "posterior" / name).stat().st_size > 0, name
 
 

@@ -207,8 +207,10 @@ def test_run_infer_writes_outputs(tmp_path):
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [
         "bestfit.png",
+        "bestfit_lenstronomy.json",
         "config.toml",
         "corner_svi.png",
+        "draws_lenstronomy_svi.json",
         "elbo.png",
         "posterior_svi.nc",
         "summary_svi.csv",

@@ -39,6 +39,39 @@ def _root(
     ),
 ) -> None:
     """Strong gravitational lensing with machine-learned galaxy source models."""
+    compilation_cache()
+
+
+COMPILATION_CACHE_BYTES = 2 << 30
+"""Size cap of the persistent compilation cache (least recently used entries go first)."""
+
+
+def compilation_cache() -> None:
+    """Keep compiled programs between runs: JAX's persistent compilation cache.
+
+    ``lensgen infer`` and ``lensgen demo`` spend a minute or more compiling their
+    MAP, NUTS and SVI programs; a later run of the same model on an image of the same
+    shape loads them from ``$XDG_CACHE_HOME/lensgen/jax`` (``~/.cache/lensgen/jax``)
+    instead. ``LENSGEN_JAX_CACHE`` names another folder, or turns the cache off when
+    empty. Set through JAX's environment variables, which JAX reads when it is first
+    imported: a process that has already imported JAX (a test session, a notebook)
+    keeps its own setting. A folder that cannot be created leaves the cache off.
+    """
+    if "jax" in sys.modules or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    folder = os.environ.get("LENSGEN_JAX_CACHE")
+    if folder is None:
+        root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(root, "lensgen", "jax")
+    if not folder:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
 
 
 def _register() -> None:

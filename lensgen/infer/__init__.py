@@ -4,9 +4,11 @@ The stages take and return typed values: :func:`build_problem` makes a
 :class:`Problem` (model, priors, data and its compiled programs), :func:`find_map`
 returns a :class:`MapResult` that :func:`run_nuts` and :func:`run_svi` start from,
 and each method returns an :class:`InferenceResult`. :func:`run_infer` is the whole
-``lensgen infer`` workflow, from a FITS file to the files it writes.
+``lensgen infer`` workflow, from a FITS file to the files it writes;
+:func:`read_lenstronomy` reads back its lenstronomy export.
 """
 
+from lensgen.infer.export import read_lenstronomy
 from lensgen.infer.mapfit import MapResult, Mode, find_map, laplace
 from lensgen.infer.problem import (
     InferConfig,
@@ -29,6 +31,7 @@ __all__ = [
     "find_map",
     "laplace",
     "load_infer_config",
+    "read_lenstronomy",
     "render_values",
     "run_infer",
     "run_inference",

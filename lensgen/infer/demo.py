@@ -20,6 +20,7 @@ import numpy as np
 
 from lensgen.errors import ConfigError
 from lensgen.infer.outputs import check_run_outputs, infer_outputs
+from lensgen.infer.report import with_sd_digits
 from lensgen.infer.run import (
     InferConfig,
     InferenceResult,
@@ -165,7 +166,8 @@ def run_demo(
             table.add_column(r.method.upper(), justify="right", no_wrap=True)
         rows = truth_table(obs, results)
         for name, true, stats in rows:
-            cells = (f"{m:.5g} ± {s:.2g} {'✓' if inside else '✗'}" for m, s, inside in stats)
-            table.add_row(name, f"{true:.4g}", *cells)
+            cells = (f"{with_sd_digits(m, s)} ± {s:.2g} {'✓' if inside else '✗'}"
+                     for m, s, inside in stats)  # fmt: skip
+            table.add_row(name, f"{true:.6g}", *cells)
         console.print(table)
     return obs, results

@@ -34,19 +34,20 @@ SUBHALO_OUTPUTS = (
 def infer_outputs(config: InferConfig, theta_e: bool) -> list[str]:
     """File names a ``lensgen infer`` run writes, as :func:`~lensgen.infer.report.write_results`.
 
-    Per method: ``posterior_<m>.nc``, ``summary_<m>.csv``, ``corner_<m>.png`` (not
-    for MAP) and, for SVI with steps, ``elbo.png``; then ``bestfit.png``,
-    ``theta_E.png`` when θ_E of the first lens is a free parameter (``theta_e``) and
-    the resolved ``config.toml``.
+    Per method: ``posterior_<m>.nc``, ``summary_<m>.csv``, ``corner_<m>.png`` and
+    ``draws_lenstronomy_<m>.json`` (not for MAP) and, for SVI with steps,
+    ``elbo.png``; then ``bestfit.png``, ``bestfit_lenstronomy.json``, ``theta_E.png``
+    when θ_E of the first lens is a free parameter (``theta_e``) and the resolved
+    ``config.toml``.
     """
     names = []
     for m in METHODS[config.method]:
         names += [f"posterior_{m}.nc", f"summary_{m}.csv"]
         if m != "map":
-            names.append(f"corner_{m}.png")
+            names += [f"corner_{m}.png", f"draws_lenstronomy_{m}.json"]
         if m == "svi" and config.svi_steps > 0:
             names.append("elbo.png")
-    names.append("bestfit.png")
+    names += ["bestfit.png", "bestfit_lenstronomy.json"]
     if theta_e:
         names.append("theta_E.png")
     names.append("config.toml")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from lensgen.infer.export import bestfit_document, draws_document, write_json
 from lensgen.infer.problem import (
     InferenceResult,
     Problem,
@@ -122,17 +123,40 @@ def timing_line(result: InferenceResult) -> str:
     return line
 
 
+def with_sd_digits(value: float, sd: float) -> str:
+    """``value`` with the decimals that show two significant digits of ``sd``.
+
+    A posterior mean of 2.29990 with sd 0.00012 prints as ``2.29990``, not ``2.3``: the
+    digits a reader compares with the truth or another fit are never rounded away.
+    Without a usable sd (zero, NaN), six significant digits.
+    """
+    if not (np.isfinite(value) and np.isfinite(sd) and sd > 0):
+        return f"{value:.6g}"
+    decimals = int(min(max(1 - np.floor(np.log10(sd)), 0), 12))
+    return f"{value:.{decimals}f}"
+
+
 def print_summary(table, method: str, truth: dict[str, float], console) -> None:
-    """Print the summary with rich (truth column when known)."""
+    """Print the summary with rich (truth column when known): the mean, the interval
+    bounds and the truth with the decimals that the sd resolves (:func:`with_sd_digits`)."""
     from rich.table import Table
 
     out = Table(title=f"posterior ({method})")
     out.add_column("parameter", no_wrap=True)
     for col in ["truth", *SUMMARY_COLUMNS] if truth else SUMMARY_COLUMNS:
-        out.add_column(col, justify="right")
+        out.add_column(col, justify="right", no_wrap=True)
     for name, row in table.iterrows():
-        cells = [f"{truth[name]:.4g}" if name in truth else "-"] if truth else []
-        cells += [f"{row[c]:.4g}" for c in SUMMARY_COLUMNS]
+        sd = float(row["sd"])
+        cells = [with_sd_digits(truth[name], sd) if name in truth else "-"] if truth else []
+        for c in SUMMARY_COLUMNS:
+            if c in ("mean", "hdi_3%", "hdi_97%"):
+                cells.append(with_sd_digits(float(row[c]), sd))
+            elif c == "sd":
+                cells.append(f"{sd:.2g}")
+            elif c == "r_hat":
+                cells.append(f"{row[c]:.3f}")
+            else:  # effective sample sizes
+                cells.append(f"{row[c]:.0f}")
         out.add_row(str(name), *cells)
     console.print(out)
     n_div = int(table["divergences"].iloc[0]) if "divergences" in table and len(table) else 0
@@ -229,6 +253,15 @@ def posterior_point(result: InferenceResult) -> dict[str, np.ndarray]:
     return {k: np.median(v.reshape(-1, *v.shape[2:]), axis=0) for k, v in result.samples.items()}
 
 
+def bestfit_values(problem: Problem, result: InferenceResult) -> dict[str, np.ndarray]:
+    """The site values of the best fit: the posterior median (the MAP for ``map``),
+    without the flow's deterministic ``source.z`` (recomputed from ``source.u``)."""
+    values = posterior_point(result)
+    if problem.spec.latent == "flow":
+        values.pop("source.z", None)
+    return values
+
+
 def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, overwrite: bool):
     """Data, model, normalised residuals, reconstructed source with caustics, critical curves."""
     import matplotlib
@@ -236,10 +269,7 @@ def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, ove
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    values = posterior_point(result)
-    if problem.spec.latent == "flow":
-        values.pop("source.z", None)
-    params, model = render_values(problem, values)
+    params, model = render_values(problem, bestfit_values(problem, result))
     model = np.asarray(model)
     data = np.where(np.asarray(problem.data.mask), np.asarray(problem.data.image), np.nan)
     resid = normalised_residuals(problem, model)
@@ -320,7 +350,12 @@ def write_results(
             corner_plot(res, truth, target(f"corner_{m}.png"), overwrite=True)
         if m == "svi" and "elbo.png" in targets:
             _elbo_plot(res.diagnostics["elbo"], target("elbo.png"), overwrite=True)
+        if f"draws_lenstronomy_{m}.json" in targets:
+            doc = draws_document(problem, obs, res)
+            write_json(target(f"draws_lenstronomy_{m}.json"), doc)
     bestfit_plot(problem, obs, results[0], target("bestfit.png"), overwrite=True)
+    doc = bestfit_document(problem, obs, bestfit_values(problem, results[0]))
+    write_json(target("bestfit_lenstronomy.json"), doc)
     if "theta_E.png" in targets:
         theta_e_plot(results, truth, target("theta_E.png"), overwrite=True)
     return paths

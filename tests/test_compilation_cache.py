@@ -1,0 +1,38 @@
+"""The CLI keeps compiled programs between runs (JAX's persistent compilation cache).
+
+Each run is a fresh process, as a user's is: the cache is set up before JAX is
+imported, which an in-process CLI call (JAX already loaded) cannot show.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _simulate(tmp_path: Path, cache: str | None, name: str, npix: int = 24) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.pop("LENSGEN_JAX_CACHE", None)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "home-cache")
+    if cache is not None:
+        env["LENSGEN_JAX_CACHE"] = cache
+    cmd = [sys.executable, "-m", "lensgen", "simulate", "--source", "sersic", "--npix", str(npix),
+           "--no-preview", "--out", str(tmp_path / name)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_second_run_compiles_nothing_new_and_the_cache_can_be_switched_off(tmp_path):
+    default = tmp_path / "home-cache" / "lensgen" / "jax"  # $XDG_CACHE_HOME/lensgen/jax
+    _simulate(tmp_path, None, "a.fits")
+    first = sorted(p.name for p in default.iterdir())
+    assert any(n.endswith("-cache") for n in first), "the first run stored no program"
+    _simulate(tmp_path, None, "b.fits")
+    assert sorted(p.name for p in default.iterdir()) == first  # all from the cache
+    _simulate(tmp_path, None, "c.fits", npix=28)  # another image size: new programs
+    second = sorted(p.name for p in default.iterdir())
+    assert len(second) > len(first)
+    _simulate(tmp_path, "", "d.fits", npix=32)  # LENSGEN_JAX_CACHE="" turns the cache off
+    assert sorted(p.name for p in default.iterdir()) == second
