@@ -33,6 +33,8 @@ JAX_CACHE = os.environ.get(
 if JAX_CACHE:
     jax.config.update("jax_compilation_cache_dir", JAX_CACHE)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+# `lensgen` run as a subprocess by a test uses the same cache, not the user's.
+os.environ["LENSGEN_JAX_CACHE"] = JAX_CACHE
 
 
 def pytest_configure(config):
