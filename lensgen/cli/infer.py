@@ -14,6 +14,7 @@ from lensgen.cli.common import (
     seed_option,
     stage_reporter,
 )
+from lensgen.cli.vocabulary import INFER_SOURCES, lens_names, model_name
 
 KEYS = {
     name: name
@@ -60,14 +61,15 @@ def infer(
     lens: str | None = typer.Option(
         None,
         "--lens",
-        help="Comma-separated lens models, e.g. SIE,SHEAR (default: the file's, else SIE,SHEAR).",
+        help="Comma-separated mass profiles, lenstronomy's names in any case, e.g. SIE,SHEAR "
+        "(default: the file's, else SIE,SHEAR).",
     ),
     source: str | None = typer.Option(
         None,
         "--source",
-        help="vae (learned), SERSIC_ELLIPSE, pixels or shapelets (free-form, amplitudes "
-        "marginalised), vae+pixels or vae+shapelets (learned + free-form residual); "
-        "default: the file's.",
+        help="vae (learned), SERSIC_ELLIPSE (alias sersic), pixels or shapelets (free-form, "
+        "amplitudes marginalised), vae+pixels or vae+shapelets (learned + free-form "
+        "residual), in any case; default: the file's.",
     ),
     source_grid: int | None = typer.Option(
         None,
@@ -86,7 +88,7 @@ def infer(
         help="Order n_max of the shapelet sources (default 12: 91 shapelets).",
     ),
     lens_light: str | None = typer.Option(
-        None, "--lens-light", help="none or SERSIC_ELLIPSE (default: the file's)."
+        None, "--lens-light", help="none or SERSIC_ELLIPSE (alias sersic; default: the file's)."
     ),
     latent_prior: str | None = typer.Option(
         None, "--latent-prior", help="flow (default when the model has one) or normal."
@@ -175,7 +177,11 @@ def infer(
     if subhalos < 0:
         raise LensgenError(f"--subhalos must be >= 0 (0: no subhalo search), got {subhalos}")
     if lens is not None:
-        lens = [s.strip() for s in lens.split(",") if s.strip()]
+        lens = list(lens_names(lens))
+    if source is not None:
+        source = model_name(source, INFER_SOURCES, "--source")
+    if lens_light is not None:
+        lens_light = model_name(lens_light, ("none", "SERSIC_ELLIPSE"), "--lens-light")
     cfg = load_infer_config(config, *flag_overrides(KEYS, locals()))
     sub_overrides, sub_flags = flag_overrides(SUBHALO_KEYS, locals())
     sub_overrides["n_subhalos"] = subhalos or None  # 0: no search, the settings are checked

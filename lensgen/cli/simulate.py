@@ -9,17 +9,7 @@ from pathlib import Path
 import typer
 
 from lensgen.cli.common import console, flag_overrides, seed_option
-
-
-class LensChoice(StrEnum):
-    sis = "sis"
-    sie = "sie"
-    epl = "epl"
-
-
-class SourceChoice(StrEnum):
-    vae = "vae"
-    sersic = "sersic"
+from lensgen.cli.vocabulary import mass_profiles, model_name
 
 
 class ConvolutionChoice(StrEnum):
@@ -45,11 +35,17 @@ def simulate(
     rein: float | None = typer.Option(
         None, "--rein", help="Einstein radius θ_E of the main lens [arcsec] (default 2.3)."
     ),
-    lens: LensChoice | None = typer.Option(None, "--lens", help="Main lens profile (default sis)."),
-    source: SourceChoice | None = typer.Option(
+    lens: str | None = typer.Option(
+        None,
+        "--lens",
+        help="Main lens profile, lenstronomy's name in any case: SIS (default), SIE, EPL, "
+        "NFW, TNFW, POINT_MASS.",
+    ),
+    source: str | None = typer.Option(
         None,
         "--source",
-        help="Learned source (vae, default when a trained model exists) or parametric Sérsic.",
+        help="vae (learned, the default when a trained model exists) or SERSIC_ELLIPSE "
+        "(alias sersic), in any case.",
     ),
     model_dir: Path | None = typer.Option(
         None, "--model-dir", help="Source model directory (default: the embedded model)."
@@ -124,14 +120,16 @@ def simulate(
         load_simulate_config,
     )
 
+    if lens is not None:
+        lens = model_name(lens, mass_profiles(), "--lens")
+    if source is not None:
+        source = model_name(source, ("vae", "SERSIC_ELLIPSE"), "--source")
     # The config holds plain strings, as a TOML file gives them.
     values = {**locals(), "convolution": None if convolution is None else convolution.value}
     cfg = load_simulate_config(config, *flag_overrides(KEYS, values))
-    cfg = apply_flags(
-        cfg, rein=rein, lens=None if lens is None else lens.value, model_dir=model_dir
-    )
+    cfg = apply_flags(cfg, rein=rein, lens=lens, model_dir=model_dir)
     cfg = apply_subhalo_flags(cfg, n_subhalos, subhalo_mass, subhalo_x, subhalo_y)
-    if source == SourceChoice.sersic:
+    if source == "SERSIC_ELLIPSE":
         cfg = dataclasses.replace(cfg, source=(PARAMETRIC_SOURCE,))
     path = run_simulate(
         cfg, out, seed=seed, n=n, overwrite=overwrite, preview=preview and n is None
