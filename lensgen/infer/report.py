@@ -136,29 +136,64 @@ def with_sd_digits(value: float, sd: float) -> str:
     return f"{value:.{decimals}f}"
 
 
+DROP_ORDER = ("ess_tail", "hdi_3%", "hdi_97%", "r_hat", "ess_bulk", "truth")
+"""Summary columns left out, in this order, when a table is wider than the console."""
+
+
+def fit_columns(columns: dict[str, list[str]], width: int) -> list[str]:
+    """The columns of a box table (name → cells, header first) that fit ``width``
+    characters, dropping :data:`DROP_ORDER` ones as needed: a number is never cut."""
+    kept = list(columns)
+
+    def needed() -> int:
+        return 1 + sum(max(len(c) for c in columns[k]) + 3 for k in kept)
+
+    for name in DROP_ORDER:
+        if needed() <= width:
+            break
+        if name in kept:
+            kept.remove(name)
+    return kept
+
+
 def print_summary(table, method: str, truth: dict[str, float], console) -> None:
     """Print the summary with rich (truth column when known): the mean, the interval
-    bounds and the truth with the decimals that the sd resolves (:func:`with_sd_digits`)."""
+    bounds and the truth with the decimals that the sd resolves (:func:`with_sd_digits`).
+
+    Columns that do not fit the console are left out (:func:`fit_columns`), never cut;
+    ``summary_<method>.csv`` holds them all.
+    """
     from rich.table import Table
 
-    out = Table(title=f"posterior ({method})")
-    out.add_column("parameter", no_wrap=True)
-    for col in ["truth", *SUMMARY_COLUMNS] if truth else SUMMARY_COLUMNS:
-        out.add_column(col, justify="right", no_wrap=True)
+    cols: dict[str, list[str]] = {"parameter": ["parameter", *map(str, table.index)]}
+    if truth:
+        cols["truth"] = ["truth"]
+    for c in SUMMARY_COLUMNS:
+        cols[c] = [c]
     for name, row in table.iterrows():
         sd = float(row["sd"])
-        cells = [with_sd_digits(truth[name], sd) if name in truth else "-"] if truth else []
+        if truth:
+            cols["truth"].append(with_sd_digits(truth[name], sd) if name in truth else "-")
         for c in SUMMARY_COLUMNS:
             if c in ("mean", "hdi_3%", "hdi_97%"):
-                cells.append(with_sd_digits(float(row[c]), sd))
+                cols[c].append(with_sd_digits(float(row[c]), sd))
             elif c == "sd":
-                cells.append(f"{sd:.2g}")
+                cols[c].append(f"{sd:.2g}")
             elif c == "r_hat":
-                cells.append(f"{row[c]:.3f}")
+                cols[c].append(f"{row[c]:.3f}")
             else:  # effective sample sizes
-                cells.append(f"{row[c]:.0f}")
-        out.add_row(str(name), *cells)
+                cols[c].append(f"{row[c]:.0f}")
+    kept = fit_columns(cols, console.width)
+    out = Table(title=f"posterior ({method})")
+    for k in kept:
+        out.add_column(k, justify="left" if k == "parameter" else "right", no_wrap=True)
+    for i in range(1, len(cols["parameter"])):
+        out.add_row(*(cols[k][i] for k in kept))
     console.print(out)
+    dropped = [k for k in cols if k not in kept]
+    if dropped:
+        console.print(f"(left out to fit {console.width} columns: {', '.join(dropped)}; "
+                      f"all are in summary_{method}.csv)")  # fmt: skip
     n_div = int(table["divergences"].iloc[0]) if "divergences" in table and len(table) else 0
     if n_div:
         console.print(f"[bold yellow]warning:[/] {n_div} divergent transition(s) in {method}")
