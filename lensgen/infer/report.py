@@ -70,32 +70,52 @@ def _quiet_arviz_log() -> Iterator[None]:
             log.setLevel(levels[k])
 
 
-def to_inference_data(result: InferenceResult, observed: np.ndarray | None = None):
-    """ArviZ ``InferenceData`` with posterior, sample_stats and observed_data groups."""
-    az = _arviz()
+def _arviz_major(az) -> int:
+    return int(az.__version__.split(".")[0])
 
+
+def to_inference_data(result: InferenceResult, observed: np.ndarray | None = None):
+    """ArviZ data with posterior, sample_stats and observed_data groups.
+
+    ``InferenceData`` with ArviZ 0.x, an xarray ``DataTree`` with ArviZ ≥ 1 (whose
+    ``from_dict`` takes the groups as one mapping); both write the same netCDF groups.
+    """
+    az = _arviz()
+    groups: dict[str, Any] = {"posterior": dict(result.samples)}
+    dims = {k: [f"{k}_dim"] for k, v in result.samples.items() if v.ndim == 3}
+    if result.sample_stats:
+        groups["sample_stats"] = dict(result.sample_stats)
+    if observed is not None:
+        groups["observed_data"] = {"image": np.asarray(observed)}
+        dims["image"] = ["y", "x"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        dims = {k: [f"{k}_dim"] for k, v in result.samples.items() if v.ndim == 3}
-        kwargs: dict[str, Any] = {"posterior": dict(result.samples), "dims": dims}
-        if result.sample_stats:
-            kwargs["sample_stats"] = dict(result.sample_stats)
-        if observed is not None:
-            kwargs["observed_data"] = {"image": np.asarray(observed)}
-            kwargs["dims"]["image"] = ["y", "x"]
-        idata = az.from_dict(**kwargs)
-    idata.posterior.attrs["inference_method"] = result.method
+        if _arviz_major(az) >= 1:
+            idata = az.from_dict(groups, dims=dims)
+        else:
+            idata = az.from_dict(**groups, dims=dims)
+    idata["posterior"].attrs["inference_method"] = result.method
     return idata
 
 
 def summary(result: InferenceResult):
-    """Summary table (pandas DataFrame) of the scalar parameters; 94% HDI."""
+    """Summary table (pandas DataFrame) of the scalar parameters; 94% HDI.
+
+    The columns are :data:`SUMMARY_COLUMNS` with either ArviZ: 1.x names the HDI
+    bounds ``hdi94_lb``/``hdi94_ub`` and takes ``ci_prob``, 0.x ``hdi_prob``.
+    """
     az = _arviz()
     idata = to_inference_data(result)
     names = scalar_names(result)
     with _quiet_arviz_log(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = az.summary(idata, var_names=names, hdi_prob=0.94, kind="all", round_to="none")
+        if _arviz_major(az) >= 1:
+            table = az.summary(idata, var_names=names, kind="all", ci_kind="hdi",
+                               ci_prob=0.94, round_to="none")  # fmt: skip
+            table = table.rename(columns={"hdi94_lb": "hdi_3%", "hdi94_ub": "hdi_97%"})
+        else:
+            table = az.summary(idata, var_names=names, hdi_prob=0.94, kind="all",
+                               round_to="none")  # fmt: skip
     table = table[SUMMARY_COLUMNS]
     # Only NUTS counts divergences: for SVI and MAP the column is left out, not zeroed.
     if "divergences" in result.diagnostics:
