@@ -14,6 +14,7 @@ import typer
 
 from lensgen import __version__
 from lensgen.cli.common import handle_errors, safe_interrupt
+from lensgen.io.atomic import user_cache_dir
 
 app = typer.Typer(
     name="lensgen",
@@ -61,8 +62,7 @@ def compilation_cache() -> None:
         return
     folder = os.environ.get("LENSGEN_JAX_CACHE")
     if folder is None:
-        root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = os.path.join(root, "lensgen", "jax")
+        folder = str(user_cache_dir() / "jax")
     if not folder:
         return
     try:

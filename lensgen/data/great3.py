@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from lensgen import __version__
 from lensgen.errors import LensgenError
-from lensgen.io.atomic import atomic_write_text
+from lensgen.io.atomic import atomic_write_text, user_cache_dir
 from lensgen.io.interrupt import check_interrupt, interruptible
 
 DEFAULT_BASE_URL = "https://cosmo.vera.psc.edu/Great3/public/"
@@ -105,8 +105,7 @@ def parse_branch(name: str) -> Branch:
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/lensgen/great3`` (``~/.cache/lensgen/great3``)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "lensgen" / "great3"
+    return user_cache_dir() / "great3"
 
 
 def _is_http(url: str) -> bool:

@@ -315,14 +315,13 @@ def rebin(stamps: np.ndarray, factor: int) -> np.ndarray:
 def coadd(images: Iterable[np.ndarray], dithers: Iterable[tuple[float, float]]) -> np.ndarray:
     """Sum of the epochs of a multi-epoch subfield, each moved back by its dither.
 
-    ``images`` may be a generator: one epoch is held in memory at a time.
-
     GREAT3 draws epoch e with every galaxy offset by its dither (dx, dy) pixels
     (``epoch_dither-SSS-E.txt``) and a sixth of the flux; its example coadd moves
     each epoch by (−dx, −dy) and adds them. The shift here is a Fourier phase ramp
     (:func:`shift_image`), so each epoch's noise stays white and the coadd's noise
     variance is the sum of the epochs'. The shifted spectra are summed, so one
-    inverse transform makes the coadd.
+    inverse transform makes the coadd; ``images`` may be a generator, so that one
+    epoch is in memory at a time.
     """
     spectrum = None
     for image, (dx, dy) in zip(images, dithers, strict=True):

@@ -23,6 +23,7 @@ _EXPORTS = {
     "atomic_write_text": "lensgen.io.atomic",
     "check_outputs": "lensgen.io.atomic",
     "check_output_dir": "lensgen.io.atomic",
+    "user_cache_dir": "lensgen.io.atomic",
     "check_interrupt": "lensgen.io.interrupt",
     "deferred_interrupt": "lensgen.io.interrupt",
     "interruptible": "lensgen.io.interrupt",

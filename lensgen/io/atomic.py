@@ -122,3 +122,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -
 def atomic_write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite)
+
+
+def user_cache_dir() -> Path:
+    """lensgen's folder in the user cache: ``$XDG_CACHE_HOME/lensgen`` (``~/.cache/lensgen``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "lensgen"

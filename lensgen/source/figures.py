@@ -49,7 +49,7 @@ def training_figures(workdir, arch, params, data, history, key, n: int = 8) -> N
     s = np.asarray(data.s_val[:n])
     mu = jax.vmap(lambda im: vae.encode(params, arch, im)[0])(x)
     gal = jax.vmap(lambda z: vae.decode(params, arch, z))(mu)
-    psfs = data.val_psfs(n)
+    psfs = data.val_psfs(slice(n))
     model = gal if psfs is None else jax.vmap(vae.psf_convolve)(gal, jnp.asarray(psfs))
     rows = [("data", x), ("model ⊛ PSF", model), ("galaxy (pre-PSF)", gal),
             ("residual / σ", (x - model) / s[:, None, None])]  # fmt: skip

@@ -85,8 +85,7 @@ def quality_report(key, params, arch, flow_params, data, n: int) -> dict[str, An
     z_f = flowlib.sample(k_f, flow_params, n)
     out: dict[str, Any] = {"n_quality": int(n)}
     for name, z, kn in (("normal", z_n, k_noise1), ("flow", z_f, k_noise2)):
-        psfs = None if data.psf is None else data.psf[data.p_val[sel]]
-        obs = observe(kn, params, arch, z, psfs, sig) * data.flux_scale
+        obs = observe(kn, params, arch, z, data.val_psfs(sel), sig) * data.flux_scale
         m = measure(obs, data.pixel_scale)
         for j, q in enumerate(("flux", "size", "abs_e")):
             a, b = ref[:, j], m[:, j]

@@ -173,9 +173,9 @@ class Prepared(NamedTuple):
     flux_scale: float
     pixel_scale: float
 
-    def val_psfs(self, n: int | None = None) -> np.ndarray | None:
-        """The PSF of each of the first ``n`` validation stamps, (n, k, k), or None."""
-        return None if self.psf is None else self.psf[self.p_val[:n]]
+    def val_psfs(self, rows=slice(None)) -> np.ndarray | None:
+        """The PSF of each validation stamp in ``rows`` (a slice or indices), or None."""
+        return None if self.psf is None else self.psf[self.p_val[rows]]
 
 
 def prepare_data(cfg: TrainConfig) -> Prepared:
