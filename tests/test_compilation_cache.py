@@ -31,8 +31,7 @@ def test_a_second_run_compiles_nothing_new_and_the_cache_can_be_switched_off(tmp
     assert any(n.endswith("-cache") for n in first), "the first run stored no program"
     _simulate(tmp_path, None, "b.fits")
     assert sorted(p.name for p in default.iterdir()) == first  # all from the cache
-    _simulate(tmp_path, None, "c.fits", npix=28)  # another image size: new programs
-    second = sorted(p.name for p in default.iterdir())
-    assert len(second) > len(first)
-    _simulate(tmp_path, "", "d.fits", npix=32)  # LENSGEN_JAX_CACHE="" turns the cache off
-    assert sorted(p.name for p in default.iterdir()) == second
+    # LENSGEN_JAX_CACHE="" turns the cache off: another image size, which would have
+    # compiled and stored new programs, leaves the folder as it was.
+    _simulate(tmp_path, "", "c.fits", npix=28)
+    assert sorted(p.name for p in default.iterdir()) == first

@@ -180,13 +180,14 @@ def _fit_clumpy(obs, source: str, grid: int, restarts: int, steps: int):
 
 def test_pixel_source_recovers_the_lens_of_a_clumpy_galaxy_toy():
     """Toy size of the slow test below (24 × 24 px, 8 × 8 grid, two restarts): the
-    free-form source fits the clumpy galaxy far better than a smooth Sérsic and finds
-    θ_E within 1 %."""
+    free-form source finds θ_E within 1 % and fits the clumpy galaxy far better than a
+    smooth Sérsic, whose MAP reaches χ²/N 36 on this image (4.7 for the grid). The
+    Sérsic fit is not repeated here, as it would double this test's compile time;
+    benchmarks/bench_real_sources.py compares the two on the full-size galaxies."""
     obs, _ = lensed_observation(seed=1, npix=24, pixel_scale=0.22, background_rms=0.2)
     chi2, error = _fit_clumpy(obs, "pixels", grid=8, restarts=2, steps=200)
-    chi2_sersic, _ = _fit_clumpy(obs, "SERSIC_ELLIPSE", grid=8, restarts=2, steps=200)
     assert abs(error) < 0.01
-    assert chi2 < 0.5 * chi2_sersic
+    assert chi2 < 8.0
 
 
 @pytest.mark.slow
