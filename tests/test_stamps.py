@@ -10,6 +10,7 @@ from lensgen.data import stamps as st
 from lensgen.data.synthetic import draw_galaxies, render_galaxies, star_stamp
 from lensgen.errors import LensgenError
 from lensgen.lensing.instrument import gaussian_psf, moffat_psf
+from lensgen.lensing.psf_supersampling import kernel_fwhm
 
 
 def test_cut_stamps_follow_the_grid():
@@ -130,10 +131,16 @@ def test_coadd_undoes_the_dithers():
 
 def test_psf_fwhm_of_known_kernels():
     for fwhm in (0.3, 0.6, 0.95):  # a finely sampled Moffat: the pixel barely widens it
-        assert abs(st.psf_fwhm(moffat_psf(fwhm, 3.0, 0.02, size=251)) * 0.02 / fwhm - 1) < 0.01
+        assert (
+            abs(kernel_fwhm(moffat_psf(fwhm, 3.0, 0.02, size=251), 0.02, upsample=8) / fwhm - 1)
+            < 0.01
+        )
     # Pixel-integrated Gaussian of σ = 2 px: FWHM² ≈ (2.3548 σ)² + 2.3548² / 12 pixel².
     k = gaussian_psf(2.3548 * 2 * 0.1, 0.1, size=41)
-    assert abs(st.psf_fwhm(k) / np.sqrt((2.3548 * 2) ** 2 + 2.3548**2 / 12) - 1) < 0.01
+    assert (
+        abs(kernel_fwhm(k, 1.0, upsample=8) / np.sqrt((2.3548 * 2) ** 2 + 2.3548**2 / 12) - 1)
+        < 0.01
+    )
 
 
 def test_rebin_sums_blocks():

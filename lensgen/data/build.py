@@ -35,6 +35,7 @@ from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import check_outputs
 from lensgen.io.dataset import StampDataset, make_catalog, write_dataset
 from lensgen.io.interrupt import check_interrupt, deferred_interrupt, interruptible
+from lensgen.lensing.psf_supersampling import kernel_fwhm
 
 
 @dataclass(frozen=True)
@@ -500,7 +501,7 @@ def summary_lines(ds: StampDataset, bins: int = 10) -> list[str]:
         f"val {len(np.unique(subfield[split == 'val']))} subfield(s)"
     )
     if ds.psf is not None:
-        fwhm = np.array([st.psf_fwhm(k) for k in ds.psf]) * ds.pixel_scale
+        fwhm = np.array([kernel_fwhm(k, ds.pixel_scale, upsample=8) for k in ds.psf])
         lines.append(
             f"PSF FWHM over {len(fwhm)} PSF(s): median {np.median(fwhm):.3f}″, "
             f"range {fwhm.min():.3f}–{fwhm.max():.3f}″"

@@ -285,21 +285,6 @@ def psf_from_starfield(image: np.ndarray, size: int, box: int | None = None) -> 
     return centred_psf(star, box or (size // 2 + 1))
 
 
-def psf_fwhm(kernel: np.ndarray, upsample: int = 8) -> float:
-    """FWHM of a PSF kernel, pixels: the diameter of the circle whose area is that above
-    half the peak, measured on a ``upsample``× Fourier-interpolated copy."""
-    kernel = np.asarray(kernel, np.float64)
-    ny, nx = kernel.shape
-    spec = np.fft.fftshift(np.fft.fft2(kernel))
-    my, mx = ny * upsample, nx * upsample
-    py, px = my // 2 - ny // 2, mx // 2 - nx // 2  # zero frequency stays at the centre
-    big = np.zeros((my, mx), complex)
-    big[py : py + ny, px : px + nx] = spec
-    fine = np.fft.ifft2(np.fft.ifftshift(big)).real
-    area = np.count_nonzero(fine >= 0.5 * fine.max()) / upsample**2
-    return float(2.0 * np.sqrt(area / np.pi))
-
-
 def rebin(stamps: np.ndarray, factor: int) -> np.ndarray:
     """Sum ``factor`` × ``factor`` pixel blocks of (…, H, W) images (flux per pixel kept
     as flux per new pixel); H and W must be multiples of ``factor``."""

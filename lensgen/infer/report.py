@@ -98,14 +98,15 @@ def to_inference_data(result: InferenceResult, observed: np.ndarray | None = Non
     return idata
 
 
-def summary(result: InferenceResult):
+def summary(result: InferenceResult, idata=None):
     """Summary table (pandas DataFrame) of the scalar parameters; 94% HDI.
 
+    ``idata``: the result's ArviZ data when already built (:func:`to_inference_data`).
     The columns are :data:`SUMMARY_COLUMNS` with either ArviZ: 1.x names the HDI
     bounds ``hdi94_lb``/``hdi94_ub`` and takes ``ci_prob``, 0.x ``hdi_prob``.
     """
     az = _arviz()
-    idata = to_inference_data(result)
+    idata = to_inference_data(result) if idata is None else idata
     names = scalar_names(result)
     with _quiet_arviz_log(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -396,7 +397,7 @@ def write_results(
         m = res.method
         idata = to_inference_data(res, obs.image)
         idata.to_netcdf(str(target(f"posterior_{m}.nc")), engine="h5netcdf")
-        table = summary(res)
+        table = summary(res, idata)
         table.to_csv(target(f"summary_{m}.csv"), index_label="parameter")
         if console is not None:
             print_summary(table, m, truth, console)
