@@ -133,7 +133,8 @@ def test_interrupted_infer_leaves_nothing_and_a_rerun_needs_no_overwrite(
     assert res.exit_code == 0, res.output
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert names == {"posterior_map.nc", "summary_map.csv", "bestfit.png", "theta_E.png",
-                     "config.toml", "bestfit_lenstronomy.json"}  # fmt: skip
+                     "config.toml", "bestfit_lenstronomy.json", "coolest.json",
+                     "coolest_image.fits", "coolest_noise_map.fits", "coolest_psf.fits"}  # fmt: skip
 
 
 def test_interrupted_demo_leaves_no_obs_fits(simulated, tmp_path, stub_fit, monkeypatch):

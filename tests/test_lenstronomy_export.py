@@ -92,7 +92,13 @@ def test_export_is_plain_json_with_the_grid(observation, tmp_path):
                                                                           values))  # fmt: skip
     raw = json.loads(path.read_text())
     s = observation.pixel_scale
-    assert raw["kwargs_data"]["transform_pix2angle"] == [[s, 0.0], [0.0, s]]
-    assert raw["kwargs_data"]["ra_at_xy_0"] == pytest.approx(-11.5 * s)
+    # lenstronomy's sky frame: RA grows to the east, against the columns of a CDELT1 < 0 image.
+    assert raw["kwargs_data"]["transform_pix2angle"] == [[-s, 0.0], [0.0, s]]
+    assert raw["kwargs_data"]["ra_at_xy_0"] == pytest.approx(11.5 * s)
+    assert raw["kwargs_data"]["dec_at_xy_0"] == pytest.approx(-11.5 * s)
     assert raw["kwargs_numerics"]["supersampling_factor"] == observation.supersample
-    assert raw["kwargs_lens"][0]["theta_E"] == pytest.approx(float(values["lens.0.theta_E"]))
+    lens = raw["kwargs_lens"][0]
+    assert lens["theta_E"] == pytest.approx(float(values["lens.0.theta_E"]))
+    assert lens["center_x"] == pytest.approx(-float(values["lens.0.center_x"]))
+    assert lens["e2"] == pytest.approx(-float(values["lens.0.e2"]))
+    assert lens["e1"] == pytest.approx(float(values["lens.0.e1"]))

@@ -98,7 +98,8 @@ def simulate(
         None,
         "--config",
         "-c",
-        help="TOML file with [[lens]], [[source]], [[lens_light]], [instrument], [noise].",
+        help="TOML file with [[lens]], [[source]], [[lens_light]], [instrument], [noise], "
+        "or a COOLEST JSON file (point estimates of its profiles, pixel grid, PSF, noise).",
     ),
     seed: int | None = seed_option(
         None, "Random seed: equal seeds give equal files (default: the config's seed, else 0)."

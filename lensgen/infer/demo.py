@@ -25,6 +25,7 @@ from lensgen.infer.run import (
     InferConfig,
     InferenceResult,
     build_problem,
+    output_names,
     run_inference,
     warn_unfitted,
     write_run,
@@ -150,6 +151,10 @@ def run_demo(
         if console is not None:
             console.print(f"simulated θ_E = {cfg.rein} ({cfg.npix}×{cfg.npix} px)")
         problem = build_problem(infer_cfg, obs)
+        # The COOLEST files depend on the problem (its PSF, its pixel sources): checked
+        # now, before the fit.
+        names = ["obs.fits", *(f"posterior/{n}" for n in output_names(infer_cfg, problem, obs))]
+        check_run_outputs(out, names, overwrite)
         results = run_inference(jax.random.PRNGKey(seed), problem, infer_cfg, progress)
         header = f"# lensgen infer {out / 'obs.fits'} --seed {seed}\n"
         write_run(infer_cfg, problem, obs, results, out, overwrite, header, folder="posterior",

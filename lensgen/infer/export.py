@@ -18,9 +18,13 @@ spaced over chains and draws, under ``"draws"``). Each holds what lenstronomy's
 * ``kwargs_psf`` and ``kwargs_numerics`` (supersampling, and whether the PSF acts on
   the sub-pixels).
 
-Coordinates are lensgen's image-plane x, y in arcsec: x grows with the FITS column
-index and y with the row index, as ``transform_pix2angle = diag(s, s)`` says.
-Arrays are nested lists; every number is a float or an int.
+Coordinates are lenstronomy's sky frame, (ra, dec) = (ΔRA·cos δ, ΔDec) in arcsec from
+the image centre, RA growing to the east: lensgen's (x, y) with x mirrored
+(:func:`lensgen.lensing.frames.mirror_x`: ``center_x``, ``e2``, ``gamma2`` change sign,
+images are reversed along their columns). ``transform_pix2angle`` is then the image's
+WCS matrix in arcsec, so an ``ImageData`` built from the observation's own WCS places
+the model where lensgen does. Arrays are nested lists; every number is a float or an
+int.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from typing import Any
 import numpy as np
 
 from lensgen.infer.problem import InferenceResult, Problem, render_values
+from lensgen.lensing.frames import MIRROR_X, mirror_x
 
 MAX_DRAWS = 64
 """Posterior draws written per method (each carries its own source image when learned)."""
 
-FORMAT = "lensgen-lenstronomy-1"
+FORMAT = "lensgen-lenstronomy-2"
+"""Version 2: lenstronomy's sky frame (version 1 wrote lensgen's (x, y) as they are)."""
 
 
 def _plain(value: Any) -> Any:
@@ -51,7 +57,7 @@ def _plain(value: Any) -> Any:
 def _kwargs(names: tuple[str, ...], components: list[Mapping[str, Any]], n_max: int) -> list:
     out = []
     for name, comp in zip(names, components, strict=True):
-        kw = {k: _plain(v) for k, v in comp.items()}
+        kw = {k: _plain(v) for k, v in mirror_x(name, comp).items()}
         if name == "SHAPELETS":
             kw["n_max"] = int(n_max)
         out.append(kw)
@@ -76,12 +82,14 @@ def lenstronomy_setup(problem: Problem, obs) -> dict[str, Any]:
     """``kwargs_data``, ``kwargs_psf`` and ``kwargs_numerics`` of the observation."""
     scene = problem.scene
     ny, nx = scene.shape
-    s = scene.pixel_scale
+    # lenstronomy's (ra, dec) per pixel step: the WCS matrix in arcsec, diag(−1, 1)·s·O.
+    pix2angle = np.asarray(MIRROR_X) @ (scene.pixel_scale * np.asarray(scene.orientation))
+    ra0, dec0 = pix2angle @ np.array([-(nx - 1) / 2, -(ny - 1) / 2])
     data = {
         "image_data": _plain(obs.image),
-        "ra_at_xy_0": -(nx - 1) / 2 * s,
-        "dec_at_xy_0": -(ny - 1) / 2 * s,
-        "transform_pix2angle": [[s, 0.0], [0.0, s]],
+        "ra_at_xy_0": float(ra0),
+        "dec_at_xy_0": float(dec0),
+        "transform_pix2angle": _plain(pix2angle),
     }
     if obs.background_rms is not None:
         data["background_rms"] = float(obs.background_rms)
@@ -119,7 +127,7 @@ def _document(
     head = {
         "format": FORMAT,
         "what": what,
-        "coordinates": "lensgen image plane: x along FITS axis 1 (columns), y along axis 2, "
+        "coordinates": "lenstronomy sky frame: ra = ΔRA·cos(dec) (east), dec = ΔDec (north), "
         "arcsec from the image centre",
         **lists,
         **lenstronomy_setup(problem, obs),

@@ -31,14 +31,17 @@ SUBHALO_OUTPUTS = (
 """The files of ``lensgen infer --subhalos N`` (:mod:`lensgen.infer.subhalo_report`)."""
 
 
-def infer_outputs(config: InferConfig, theta_e: bool) -> list[str]:
+def infer_outputs(
+    config: InferConfig, theta_e: bool, coolest: Sequence[str] = ()
+) -> list[str]:
     """File names a ``lensgen infer`` run writes, as :func:`~lensgen.infer.report.write_results`.
 
     Per method: ``posterior_<m>.nc``, ``summary_<m>.csv``, ``corner_<m>.png`` and
     ``draws_lenstronomy_<m>.json`` (not for MAP) and, for SVI with steps,
-    ``elbo.png``; then ``bestfit.png``, ``bestfit_lenstronomy.json``, ``theta_E.png``
-    when θ_E of the first lens is a free parameter (``theta_e``) and the resolved
-    ``config.toml``.
+    ``elbo.png``; then ``bestfit.png``, ``bestfit_lenstronomy.json``, the COOLEST
+    files ``coolest`` (:func:`lensgen.infer.coolest.coolest_names` of the problem and
+    observation), ``theta_E.png`` when θ_E of the first lens is a free parameter
+    (``theta_e``) and the resolved ``config.toml``.
     """
     names = []
     for m in METHODS[config.method]:
@@ -47,7 +50,7 @@ def infer_outputs(config: InferConfig, theta_e: bool) -> list[str]:
             names += [f"corner_{m}.png", f"draws_lenstronomy_{m}.json"]
         if m == "svi" and config.svi_steps > 0:
             names.append("elbo.png")
-    names += ["bestfit.png", "bestfit_lenstronomy.json"]
+    names += ["bestfit.png", "bestfit_lenstronomy.json", *coolest]
     if theta_e:
         names.append("theta_E.png")
     names.append("config.toml")

@@ -332,6 +332,7 @@ def build_problem(
         pixel_scale=obs.pixel_scale,
         supersample=obs.supersample,
         convolution=obs.convolution,
+        orientation=obs.orientation,
     )
     psf = _render_kernel(obs)
     kernel = None if psf is None else jnp.asarray(psf)
@@ -397,6 +398,11 @@ def with_data(problem: Problem, obs, mask: np.ndarray | None = None, config=None
         raise LensgenError(
             f"{where}: CONVMODE = {obs.convolution!r} differs from the problem's "
             f"{problem.scene.convolution!r}; build a new problem"
+        )
+    if not np.allclose(obs.orientation, problem.scene.orientation, atol=1e-9):
+        raise LensgenError(
+            f"{where}: the WCS orients the pixels as {obs.orientation}, the problem's "
+            f"image as {problem.scene.orientation}; build a new problem"
         )
     psf = _render_kernel(obs)
     same_psf = (psf is None and problem.psf is None) or (

@@ -21,6 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from lensgen.infer.coolest import (
+    DOCUMENT,
+    coolest_names,
+    coolest_skip_reason,
+    left_out_line,
+    write_coolest,
+)
 from lensgen.infer.export import bestfit_document, draws_document, write_json
 from lensgen.infer.problem import (
     InferenceResult,
@@ -30,6 +37,7 @@ from lensgen.infer.problem import (
     render_values,
 )
 from lensgen.lensing.caustics import critical_curves_and_caustics
+from lensgen.lensing.grid import display_frame
 from lensgen.lensing.render import render_source_plane
 from lensgen.plots import savefig
 
@@ -330,8 +338,10 @@ def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, ove
     data = np.where(np.asarray(problem.data.mask), np.asarray(problem.data.image), np.nan)
     resid = normalised_residuals(problem, model)
     ny, nx = obs.image.shape
+    extent, to_display, (xlabel, ylabel) = display_frame(
+        obs.image.shape, obs.pixel_scale, problem.scene.orientation
+    )
     half = 0.5 * np.array([nx, ny]) * obs.pixel_scale
-    extent = (-half[0], half[0], -half[1], half[1])
     src = np.asarray(
         render_source_plane(problem.scene, params, obs.image.shape, obs.pixel_scale / 2)
     )
@@ -347,16 +357,20 @@ def bestfit_plot(problem: Problem, obs, result: InferenceResult, path: Path, ove
     fig.colorbar(im, ax=axes[2], shrink=0.8)
     chi2 = reduced_chi2(problem, model)
     axes[2].set_title(f"(data − model)/σ, χ²/N = {chi2:.3f}")
-    im = axes[3].imshow(src, origin="lower", extent=tuple(e / 2 for e in extent), cmap="magma")
+    source_extent = (-half[0] / 2, half[0] / 2, -half[1] / 2, half[1] / 2)
+    im = axes[3].imshow(src, origin="lower", extent=source_extent, cmap="magma")
     fig.colorbar(im, ax=axes[3], shrink=0.8)
     axes[3].set_title("reconstructed source + caustics")
     for crit, caus in curves:
-        axes[1].plot(crit[0], crit[1], color="cyan", lw=0.8)
+        axes[1].plot(*to_display(crit[0], crit[1]), color="cyan", lw=0.8)
         axes[3].plot(caus[0], caus[1], color="cyan", lw=0.8)
+    # The source plane is drawn with the image's axis directions where those are x, y.
     axes[3].set_xlim(extent[0] / 2, extent[1] / 2)
     axes[3].set_ylim(extent[2] / 2, extent[3] / 2)
-    for ax in axes:
-        ax.set_xlabel("x [arcsec]")
+    for ax in axes[:3]:
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel(ylabel)
+    axes[3].set_xlabel("source-plane x [arcsec]")
     fig.suptitle(f"best fit ({result.method}, posterior median)")
     fig.tight_layout()
     return save_report_figure(fig, path, overwrite)
@@ -410,11 +424,29 @@ def write_results(
             doc = draws_document(problem, obs, res)
             write_json(target(f"draws_lenstronomy_{m}.json"), doc)
     bestfit_plot(problem, obs, results[0], target("bestfit.png"), overwrite=True)
-    doc = bestfit_document(problem, obs, bestfit_values(problem, results[0]))
+    point = bestfit_values(problem, results[0])
+    doc = bestfit_document(problem, obs, point)
     write_json(target("bestfit_lenstronomy.json"), doc)
+    _write_coolest(targets, target, problem, obs, point, results, console)
     if "theta_E.png" in targets:
         theta_e_plot(results, truth, target("theta_E.png"), overwrite=True)
     return paths
+
+
+def _write_coolest(targets, target, problem: Problem, obs, point, results, console) -> None:
+    """The COOLEST files (:mod:`lensgen.infer.coolest`) when ``targets`` lists them, with
+    the posterior statistics of the first sampling method; one printed line for what is
+    left out, or for why no file is written."""
+    if DOCUMENT not in targets:
+        reason = coolest_skip_reason(obs)
+        if console is not None and reason:
+            console.print(reason)
+        return
+    sampled = next((r for r in results if r.method != "map"), None)
+    names = coolest_names(problem, obs)
+    left_out = write_coolest({n: target(n) for n in names}, problem, obs, point, sampled)
+    if console is not None and left_out:
+        console.print(left_out_line(left_out))
 
 
 def _elbo_plot(elbo: np.ndarray, path: Path, overwrite: bool) -> Path:

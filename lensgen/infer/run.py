@@ -28,6 +28,7 @@ from lensgen.infer.compare import (
     print_evidence,
     write_evidence,
 )
+from lensgen.infer.coolest import coolest_names
 from lensgen.infer.mapfit import MapResult, Mode, find_map, laplace
 from lensgen.infer.outputs import check_run_outputs, infer_outputs, write_outputs
 from lensgen.infer.problem import (
@@ -124,7 +125,7 @@ def run_infer(
     obs = read_observation(obs_path)
     mask = load_mask(config.mask, obs.image.shape) if config.mask else None
     problem = build_problem(config, obs, source_model, mask)
-    names = output_names(config, problem)
+    names = output_names(config, problem, obs)
     compared = compare_outputs() if config.compare_sources else []
     check_run_outputs(out, [*compared, *names], overwrite,
                       inputs=(obs_path, config.mask, config.priors))  # fmt: skip
@@ -154,11 +155,14 @@ def comparison_writers(fits, obs) -> dict[str, Any]:
     return writers
 
 
-def output_names(config: InferConfig, problem: Problem) -> list[str]:
-    """The files a run of ``config`` on ``problem`` writes (:func:`~lensgen.infer.outputs.infer_outputs`)."""
+def output_names(config: InferConfig, problem: Problem, obs) -> list[str]:
+    """The files a run of ``config`` on ``problem`` and ``obs`` writes
+    (:func:`~lensgen.infer.outputs.infer_outputs`, with the COOLEST files of
+    :func:`~lensgen.infer.coolest.coolest_names`)."""
 
     theta = problem.priors.get("lens.0.theta_E")
-    return infer_outputs(config, theta_e=theta is not None and not theta.fixed)
+    return infer_outputs(config, theta_e=theta is not None and not theta.fixed,
+                         coolest=coolest_names(problem, obs))  # fmt: skip
 
 
 def warn_unfitted(config: InferConfig) -> None:
@@ -191,7 +195,7 @@ def write_run(
 
     resolved = {k: v for k, v in to_dict(config).items() if v is not None}
     extra = extra or {}
-    own = {f"{folder}/{n}" if folder else n: n for n in output_names(config, problem)}
+    own = {f"{folder}/{n}" if folder else n: n for n in output_names(config, problem, obs)}
 
     def write(targets: dict[str, Path]) -> None:
         for name, writer in extra.items():

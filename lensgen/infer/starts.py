@@ -27,6 +27,7 @@ from numpyro.distributions.transforms import biject_to
 
 from lensgen.infer.model import likelihood_sigma
 from lensgen.infer.problem import Problem
+from lensgen.lensing.grid import pixel_centres
 from lensgen.source.model import light_moments
 
 CANDIDATES = 256
@@ -51,10 +52,9 @@ def _detected(problem: Problem, threshold: float = 3.0):
     image, mask = np.asarray(data.image), np.asarray(data.mask)
     sigma = np.asarray(likelihood_sigma(data, data.image))  # data as the model for Poisson σ
     detected = mask & (image > threshold * sigma)
-    ny, nx = image.shape
-    scale = problem.scene.pixel_scale
-    rows, cols = np.nonzero(detected)
-    return (cols - (nx - 1) / 2) * scale, (rows - (ny - 1) / 2) * scale, image[rows, cols]
+    scene = problem.scene
+    x, y = pixel_centres(scene.shape, scene.pixel_scale, scene.orientation)
+    return x[detected], y[detected], image[detected]
 
 
 def estimate_geometry(problem: Problem) -> tuple[float, float, float] | None:

@@ -31,6 +31,7 @@ from lensgen.infer.mapfit import (
 from lensgen.infer.model import SUBHALO_SITES
 from lensgen.infer.problem import Problem
 from lensgen.infer.subhalo_config import SubhaloConfig
+from lensgen.lensing.grid import pixel_centres
 
 
 class SubhaloMode(NamedTuple):
@@ -64,12 +65,11 @@ def scan_positions(problem: Problem, x_smooth: dict, sub: SubhaloConfig):
     subhalos at the lower mass bound); the ``n_starts`` best positions at least
     three pixels apart start the optimisation.
     """
-    ny, nx = problem.scene.shape
-    scale = problem.scene.pixel_scale
-    xg = (np.arange(nx) - (nx - 1) / 2) * scale
-    yg = (np.arange(ny) - (ny - 1) / 2) * scale
+    scene = problem.scene
+    xg, yg = pixel_centres(scene.shape, scene.pixel_scale, scene.orientation)
     (xlo, xhi), (ylo, yhi) = (problem.priors[f"subhalo.0.center_{c}"].support() for c in "xy")
-    gx, gy = np.meshgrid(xg[(xg > xlo) & (xg < xhi)], yg[(yg > ylo) & (yg < yhi)])
+    inside = (xg > xlo) & (xg < xhi) & (yg > ylo) & (yg < yhi)
+    gx, gy = xg[inside], yg[inside]
     lo, hi = sub.log10_m_min, sub.log10_m_max
     masses = lo + (np.arange(4) + 0.5) / 4 * (hi - lo)
     pos = np.repeat(np.stack([gx.ravel(), gy.ravel()], axis=1), len(masses), axis=0)
@@ -95,7 +95,7 @@ def scan_positions(problem: Problem, x_smooth: dict, sub: SubhaloConfig):
     grid = pos[:: len(masses)]
     picked: list[int] = []
     for i in np.argsort(u):
-        if all(np.hypot(*(grid[i] - grid[j])) >= 3 * scale for j in picked):
+        if all(np.hypot(*(grid[i] - grid[j])) >= 3 * scene.pixel_scale for j in picked):
             picked.append(int(i))
         if len(picked) == sub.n_starts:
             break

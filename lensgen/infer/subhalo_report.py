@@ -32,6 +32,8 @@ from lensgen.infer.substructure import (
 )
 from lensgen.io.atomic import check_output_dir
 from lensgen.io.fits import read_observation
+from lensgen.io.wcs import IDENTITY, Orientation
+from lensgen.lensing.grid import display_frame
 from lensgen.lensing.substructure import SUBHALOS
 
 
@@ -135,7 +137,8 @@ def write_subhalo_results(out, fit: SubhaloFit, obs, overwrite: bool, console=No
         idata.to_netcdf(str(tmp["posterior_subhalo.nc"]), engine="h5netcdf")
         subhalo_plot(np.where(np.asarray(fit.smooth.data.mask), obs.image, np.nan),
                      (fit.residual, resid_sub), obs.pixel_scale, draws, truths, title,
-                     tmp["subhalo.png"], overwrite=True)  # fmt: skip
+                     tmp["subhalo.png"], overwrite=True,
+                     orientation=fit.smooth.scene.orientation)  # fmt: skip
 
     write_outputs(out, SUBHALO_OUTPUTS, overwrite, write)
     if console is not None:
@@ -188,6 +191,7 @@ def subhalo_plot(
     title: str,
     path: Path,
     overwrite: bool,
+    orientation: Orientation = IDENTITY,
 ) -> Path:
     """Subhalo position posterior over the data and the residuals.
 
@@ -195,16 +199,15 @@ def subhalo_plot(
     of the subhalo fit, each with posterior position draws (one colour per fitted
     subhalo) and true positions (open circles); last, a zoom on the position
     posterior with its 68% and 95% contours. ``draws`` holds (x, y) draws (arcsec)
-    per fitted subhalo, ``truths`` true positions (arcsec).
+    per fitted subhalo, ``truths`` true positions (arcsec); ``orientation`` is the
+    image's (:func:`lensgen.lensing.grid.display_frame`).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ny, nx = image.shape
-    half = 0.5 * np.array([nx, ny]) * pixel_scale
-    extent = (-half[0], half[0], -half[1], half[1])
+    extent, to_display, (xlabel, ylabel) = display_frame(image.shape, pixel_scale, orientation)
     colours = ["cyan", "orange", "magenta", "yellow"]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.3))
     vmax = np.nanpercentile(image, 99.5)
@@ -219,13 +222,13 @@ def subhalo_plot(
     for ax in axes[:3]:
         for k, (x, y) in enumerate(draws):
             pick = slice(None, None, max(len(x) // 400, 1))
-            ax.plot(x[pick], y[pick], ".", ms=2, alpha=0.4, color=colours[k % 4])
+            ax.plot(*to_display(x[pick], y[pick]), ".", ms=2, alpha=0.4, color=colours[k % 4])
         for tx, ty in truths:
-            ax.plot(tx, ty, "o", mfc="none", mec="lime", ms=12, mew=1.5)
+            ax.plot(*to_display(tx, ty), "o", mfc="none", mec="lime", ms=12, mew=1.5)
         ax.set_xlim(extent[:2])
         ax.set_ylim(extent[2:])
-        ax.set_xlabel("x [arcsec]")
-    axes[0].set_ylabel("y [arcsec]")
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel(ylabel)
     ax = axes[3]
     for k, (x, y) in enumerate(draws):
         _contours(ax, x, y, colours[k % 4], label=f"subhalo {k}")

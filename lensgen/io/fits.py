@@ -4,9 +4,10 @@ Layout (DESIGN.md, "Conventions"):
 
 * primary HDU: observed image (counts/s per pixel, ``BUNIT = 'electron/s'``) with a
   celestial TAN WCS whose reference pixel is the image centre and whose pixel scale
-  is ``|CDELT|`` (degrees; ``PIXSCALE`` repeats it in arcsec). ``CDELT1 < 0``: RA
-  grows to the left, as on the sky, so lensgen's x axis (FITS axis 1) points
-  west: x = −ΔRA·cos(Dec), y = ΔDec. ``EXPTIME`` (s), ``BKGRMS`` (counts/s),
+  is ``|CDELT|`` (degrees; ``PIXSCALE`` repeats it in arcsec). lensgen writes
+  ``CDELT1 < 0`` (RA grows to the left, as on the sky), and a ``PC`` matrix for any
+  other orientation; it reads any celestial WCS with square pixels
+  (:mod:`lensgen.io.wcs`): x = −ΔRA·cos(Dec), y = ΔDec. ``EXPTIME`` (s), ``BKGRMS`` (counts/s),
   ``SUPERSMP``, ``CONVMODE`` (where the model applied the PSF: ``'pixel'``, after
   binning the sub-pixels, or ``'subpixel'``, before; a file without the card is
   ``'pixel'``); for simulations ``SEED``, ``LGVERS`` and truths as
@@ -21,20 +22,19 @@ Layout (DESIGN.md, "Conventions"):
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from lensgen import __version__
 from lensgen.errors import LensgenError
 from lensgen.io.atomic import atomic_path
+from lensgen.io.wcs import IDENTITY, Orientation, card_number, celestial_wcs, frame_from_header
 
 _GROUPS = ("lens", "source", "lens_light")
 CONVOLUTIONS = ("pixel", "subpixel")
@@ -63,6 +63,8 @@ class Observation:
     truth : flat truth parameters ``{"lens.0.theta_E": 2.3, ...}``.
     scene : component names ``{"lens": ["SIS"], "source": [...], "lens_light": []}``.
     extra : further image extensions by name (for example ``LATENT``).
+    orientation : (x, y) per unit step along (columns, rows), from the WCS
+        (:mod:`lensgen.io.wcs`); the identity for north up, east left.
     """
 
     image: np.ndarray
@@ -84,24 +86,11 @@ class Observation:
     path: Path | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
+    orientation: Orientation = IDENTITY
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.image.shape  # type: ignore[return-value]
-
-
-def celestial_wcs(
-    shape: tuple[int, int], pixel_scale: float, ra: float = 0.0, dec: float = 0.0
-) -> WCS:
-    """TAN WCS with the reference pixel at the image centre (1-based FITS pixels)."""
-    ny, nx = shape
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.cunit = ["deg", "deg"]
-    w.wcs.crpix = [(nx + 1) / 2.0, (ny + 1) / 2.0]
-    w.wcs.crval = [ra, dec]
-    w.wcs.cdelt = [-pixel_scale / 3600.0, pixel_scale / 3600.0]
-    return w
 
 
 def _image_hdu(data: np.ndarray, name: str, **cards: Any) -> fits.ImageHDU:
@@ -117,7 +106,7 @@ def write_observation(
     path: str | Path, obs: Observation, overwrite: bool = False, ra: float = 0.0, dec: float = 0.0
 ) -> Path:
     """Write ``obs`` to ``path`` atomically (see the module docstring for the layout)."""
-    header = celestial_wcs(obs.shape, obs.pixel_scale, ra, dec).to_header()
+    header = celestial_wcs(obs.shape, obs.pixel_scale, ra, dec, obs.orientation).to_header()
     header["BUNIT"] = ("electron/s", "counts per second per pixel")
     header["PIXSCALE"] = (float(obs.pixel_scale), "arcsec / pixel")
     if obs.exptime is not None:
@@ -130,10 +119,7 @@ def write_observation(
     if obs.seed is not None:
         header["SEED"] = (int(obs.seed), "random seed of the simulation")
     header["LGVERS"] = (__version__, "lensgen version")
-    if obs.scene:
-        for group, names in obs.scene.items():
-            for i, name in enumerate(names):
-                header[f"HIERARCH SCENE {group}.{i}"] = name
+    _scene_cards(header, obs.scene)
     for key, value in obs.truth.items():
         header[f"HIERARCH TRUTH {key}"] = float(value)
     hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [
@@ -165,6 +151,13 @@ def write_observation(
     return Path(path)
 
 
+def _scene_cards(header: fits.Header, scene: dict[str, list[str]] | None) -> None:
+    """``HIERARCH SCENE <group>.<index>`` cards naming the model's components."""
+    for group, names in (scene or {}).items():
+        for i, name in enumerate(names):
+            header[f"HIERARCH SCENE {group}.{i}"] = name
+
+
 def _psf_super_hdu(kernel: np.ndarray, pixel_scale: float, supersample: int) -> fits.ImageHDU:
     return _image_hdu(
         kernel,
@@ -185,14 +178,7 @@ def _noise_label(obs: Observation) -> str:
 
 def _card(header: fits.Header, key: str, path: Path, default: Any = None) -> float | None:
     """The number in header card ``key`` (``default`` when absent); one line naming a bad card."""
-    if key not in header:
-        return default
-    value = header[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise LensgenError(f"{path}: header card {key} = {value!r} is not a number")
-    if not math.isfinite(float(value)):
-        raise LensgenError(f"{path}: header card {key} = {value!r} is not a finite number")
-    return float(value)
+    return card_number(header, key, path) if key in header else default
 
 
 def _int_card(header: fits.Header, key: str, path: Path, default: int | None = None) -> int | None:
@@ -202,31 +188,6 @@ def _int_card(header: fits.Header, key: str, path: Path, default: int | None = N
     if value != int(value):
         raise LensgenError(f"{path}: header card {key} = {header[key]!r} is not an integer")
     return int(value)
-
-
-def _pixel_scale_from_header(header: fits.Header, path: Path) -> float:
-    if "PIXSCALE" in header:
-        return _card(header, "PIXSCALE", path)  # type: ignore[return-value]
-    if "CDELT1" in header and "CDELT2" in header:
-        sx, sy = (abs(_card(header, k, path)) for k in ("CDELT1", "CDELT2"))  # type: ignore[arg-type]
-        if not math.isclose(sx, sy, rel_tol=1e-6):
-            raise LensgenError(
-                f"{path}: non-square pixels (CDELT1={sx}, CDELT2={sy}) cannot be modelled"
-            )
-        return sx * 3600.0
-    if "CD1_1" in header:
-        try:
-            w = WCS(header).celestial
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LensgenError(f"{path}: cannot read the WCS (CD matrix): {exc}") from None
-        scales = np.sqrt((w.pixel_scale_matrix**2).sum(axis=0)) * 3600.0
-        if not math.isclose(scales[0], scales[1], rel_tol=1e-6):
-            raise LensgenError(f"{path}: non-square pixels cannot be modelled")
-        return float(scales[0])
-    raise LensgenError(
-        f"{path}: no pixel scale in the primary header; add PIXSCALE (arcsec/pixel) or a "
-        "celestial WCS (CDELT1/CDELT2), e.g. with astropy.io.fits.setval"
-    )
 
 
 def _scene_and_truth(
@@ -305,7 +266,18 @@ def _damage(caught: list[warnings.WarningMessage]) -> str:
 
 def read_observation(path: str | Path) -> Observation:
     """Read an observation file; errors name the file and the missing or bad keyword."""
-    path = Path(path)
+    return _read(Path(path), cube=False)[0]
+
+
+def read_observations(path: str | Path) -> list[Observation]:
+    """The lenses of an observation file: one for a 2-D image, one per slice of a cube
+    written by ``lensgen simulate --n`` (:func:`write_batch`; truths from its ``PARAMS``
+    table, noiseless images from ``MODEL``)."""
+    return _read(Path(path), cube=True)
+
+
+def _read(path: Path, cube: bool) -> list[Observation]:
+    """The observations of a file (several only for a cube when ``cube``)."""
     if not path.is_file():
         raise LensgenError(f"observation file not found: {path}")
     hdul = _open(path)
@@ -317,10 +289,12 @@ def read_observation(path: str | Path) -> Observation:
                 f"{path}: the FITS file is truncated: {len(hdul) - 1} of the {written} "
                 "extensions it was written with are present"
             )
-        if primary.data is None or primary.data.ndim != 2:
-            raise LensgenError(f"{path}: the primary HDU must hold a 2-D image")
+        ndim = None if primary.data is None else primary.data.ndim
+        if ndim != 2 and not (cube and ndim == 3):
+            what = "a 2-D image or a cube of them" if cube else "a 2-D image"
+            raise LensgenError(f"{path}: the primary HDU must hold {what}")
         header = primary.header.copy()
-        pixel_scale = _pixel_scale_from_header(header, path)
+        pixel_scale, orientation = frame_from_header(header, path)
         if not pixel_scale > 0:
             raise LensgenError(f"{path}: pixel scale must be > 0, got {pixel_scale}")
         names = [h.name for h in hdul]
@@ -353,7 +327,7 @@ def read_observation(path: str | Path) -> Observation:
             psf = psf / psf.sum()
         image = np.asarray(primary.data, dtype=np.float64)
         noise_map = ext("NOISE")
-        if noise_map is not None and noise_map.shape != image.shape:
+        if noise_map is not None and noise_map.shape != image.shape[-2:]:
             raise LensgenError(
                 f"{path}: NOISE shape {noise_map.shape} differs from image {image.shape}"
             )
@@ -372,7 +346,7 @@ def read_observation(path: str | Path) -> Observation:
                 f"{path}: header card CONVMODE = 'subpixel' needs the PSFSUPER extension "
                 f"(the PSF kernel sampled at PIXSCALE / SUPERSMP), which is missing"
             )
-        return Observation(
+        base = Observation(
             image=image,
             pixel_scale=pixel_scale,
             psf=psf,
@@ -392,7 +366,34 @@ def read_observation(path: str | Path) -> Observation:
             path=path,
             extra=extra,
             tables=tables,
+            orientation=orientation,
         )
+        if image.ndim == 2:
+            return [base]
+        return _slices(base, path)
+
+
+def _slices(cube: Observation, path: Path) -> list[Observation]:
+    """One observation per slice of a cube; its truth is its row of the PARAMS table."""
+    n = cube.image.shape[0]
+    table = cube.tables.get("PARAMS")
+    rows: list[dict[str, float]] = [{} for _ in range(n)]
+    if table is not None:
+        if len(table.data) != n:
+            raise LensgenError(
+                f"{path}: the PARAMS table has {len(table.data)} rows for {n} images"
+            )
+        for name in table.columns.names:
+            column = np.asarray(table.data[name])
+            if column.ndim == 1 and np.issubdtype(column.dtype, np.number):
+                for i in range(n):
+                    rows[i][name] = float(column[i])
+    models = cube.model if cube.model is not None and cube.model.shape == cube.image.shape else None
+    return [
+        replace(cube, image=cube.image[i], model=None if models is None else models[i],
+                truth={**cube.truth, **rows[i]}, extra={}, tables={})
+        for i in range(n)
+    ]  # fmt: skip
 
 
 def _psf_supersampled(hdul, names: list[str], path: Path, supersample: int) -> np.ndarray | None:
@@ -433,6 +434,7 @@ def write_batch(
     cards: dict[str, Any],
     overwrite: bool = False,
     psf_supersampled: np.ndarray | None = None,
+    scene: dict[str, list[str]] | None = None,
 ) -> Path:
     """Write a batch of simulated lenses: an (n, ny, nx) cube and a parameter table.
 
@@ -440,7 +442,8 @@ def write_batch(
     image (axis 3 is the lens index); ``MODEL``: noiseless cube; ``PSF``; ``PSFSUPER``
     (when given, sampled at ``pixel_scale / cards["SUPERSMP"]``);
     ``PARAMS``: one row per lens, one column per parameter (``lens.0.theta_E``…);
-    ``LATENT``: (n, latent_dim) source latents for a learned source.
+    ``LATENT``: (n, latent_dim) source latents for a learned source. ``scene`` names
+    the components as ``SCENE`` cards, as :func:`write_observation` does.
     """
     from astropy.table import Table
 
@@ -454,6 +457,7 @@ def write_batch(
     for k, v in cards.items():
         if v is not None:
             header[k] = v
+    _scene_cards(header, scene)
     table = Table({k: np.asarray(v) for k, v in params.items()})
     hdus = [
         fits.PrimaryHDU(np.asarray(images, dtype=np.float32), header=header),

@@ -2,7 +2,8 @@
 
 The image is the source's light on its own pixel grid; its pixel scale comes from the
 header (``PIXSCALE`` in arcsec, or a celestial WCS: ``CDELT1``/``CDELT2`` or the
-``CD`` matrix, in degrees) or from the ``pixel_scale`` key of the scene file. The
+``CD`` matrix, in degrees) or from the ``pixel_scale`` key of the scene file, and its
+orientation on the sky from the WCS (:mod:`lensgen.io.wcs`). The
 simulation renders it as lenstronomy's ``INTERPOL`` profile
 (:func:`lensgen.lensing.light.interpolated`), rescaled to the requested total flux.
 """
@@ -15,29 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lensgen.errors import LensgenError
-
-DEGREE = 3600.0
-"""Arcseconds per degree (WCS increments are in degrees)."""
-
-
-def _header_scale(header, path: Path) -> float | None:
-    """Pixel scale (arcsec) from PIXSCALE or the WCS; None when the header has none."""
-    if "PIXSCALE" in header:
-        return float(header["PIXSCALE"])
-    if "CD1_1" in header or "CD2_2" in header:
-        cd = np.array([[header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)],
-                       [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)]], float)  # fmt: skip
-        sides = np.sqrt((cd**2).sum(axis=0)) * DEGREE
-    elif "CDELT1" in header and "CDELT2" in header:
-        sides = np.abs([float(header["CDELT1"]), float(header["CDELT2"])]) * DEGREE
-    else:
-        return None
-    if not np.isclose(sides[0], sides[1], rtol=1e-6):
-        raise LensgenError(
-            f"source image {path}: pixels are not square ({sides[0]:g}″ × {sides[1]:g}″); "
-            "resample it to square pixels"
-        )
-    return float(sides[0])
+from lensgen.io.wcs import IDENTITY, MIRROR_X, frame_from_header, has_pixel_scale, rotation_deg
 
 
 def read_image(path: str | Path, what: str) -> tuple[np.ndarray, object]:
@@ -76,8 +55,14 @@ def read_image(path: str | Path, what: str) -> tuple[np.ndarray, object]:
 
 def read_source_image(
     path: str | Path, pixel_scale: float | None = None
-) -> tuple[np.ndarray, float]:
-    """The image (float64, unit sum) and its pixel scale (arcsec) of a source FITS file.
+) -> tuple[np.ndarray, float, float]:
+    """The image (float64, unit sum), pixel scale (arcsec) and angle of a source FITS file.
+
+    The image is returned with its columns along +x when its WCS has east to the right
+    (reversed), and the angle (radians, counter-clockwise from +x) of its column axis
+    for a rotated WCS, which is INTERPOL's ``phi_G``
+    (:func:`lensgen.lensing.light.interpolated`). Without a celestial WCS the image is
+    taken as north up, east left (angle 0).
 
     Parameters
     ----------
@@ -89,12 +74,16 @@ def read_source_image(
     Raises
     ------
     LensgenError
-        As :func:`read_image`, or no pixel scale anywhere, or non-square pixels (each
-        message names the file).
+        As :func:`read_image`, or no pixel scale anywhere, or non-square or skewed
+        pixels (each message names the file).
     """
     path = Path(path)
     image, header = read_image(path, "source image")
-    scale = pixel_scale if pixel_scale is not None else _header_scale(header, path)
+    scale, orientation = None, IDENTITY
+    if has_pixel_scale(header):
+        scale, orientation = frame_from_header(header, f"source image {path}")
+    if pixel_scale is not None:
+        scale = pixel_scale
     if scale is None:
         raise LensgenError(
             f"source image {path} has no pixel scale: add PIXSCALE (arcsec) or a celestial WCS "
@@ -103,4 +92,7 @@ def read_source_image(
         )
     if not (math.isfinite(scale) and scale > 0):
         raise LensgenError(f"source image {path}: pixel scale must be > 0 arcsec, got {scale:g}")
-    return image, float(scale)
+    if np.linalg.det(orientation) < 0:  # east right: reverse the columns, then a rotation
+        image = image[:, ::-1]
+        orientation = tuple(map(tuple, np.asarray(orientation) @ np.asarray(MIRROR_X)))
+    return image, float(scale), math.radians(rotation_deg(orientation))

@@ -1,11 +1,10 @@
 """Pixel grids with supersampling, and binning of supersampled images back to pixels.
 
-Coordinates follow the lensgen convention: x along the image columns (FITS axis 1),
-y along the rows (FITS axis 2), origin at the image centre, arcsec. Pixel (row i,
-column j) of an (ny, nx) image has its centre at x = (j − (nx − 1)/2) · pixel_scale,
-y = (i − (ny − 1)/2) · pixel_scale, the same as lenstronomy's ImageData with
-``ra_at_xy_0 = −(nx − 1)/2 · pixel_scale`` and ``transform_pix2angle =
-diag(pixel_scale, pixel_scale)``.
+Coordinates follow the lensgen convention (:mod:`lensgen.lensing.frames`): x = −ΔRA·cos δ,
+y = ΔDec, origin at the image centre, arcsec. Pixel (row i, column j) of an (ny, nx)
+image has its centre at (x, y) = pixel_scale · O · (j − (nx − 1)/2, i − (ny − 1)/2),
+with O the image's orientation; for a north-up, east-left image O is the identity and
+x runs along the columns (FITS axis 1), y along the rows (FITS axis 2).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from lensgen.errors import LensgenError
+from lensgen.lensing.frames import IDENTITY, Orientation, is_diagonal
 
 
 def check_grid(shape: tuple[int, int], pixel_scale: float, supersample: int) -> None:
@@ -26,13 +26,17 @@ def check_grid(shape: tuple[int, int], pixel_scale: float, supersample: int) -> 
 
 
 def pixel_grid(
-    shape: tuple[int, int], pixel_scale: float, supersample: int = 1
+    shape: tuple[int, int],
+    pixel_scale: float,
+    supersample: int = 1,
+    orientation: Orientation = IDENTITY,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel centres of an image, arcsec.
 
     Each pixel is split into ``supersample`` × ``supersample`` equal sub-pixels; the
     sub-pixel centres lie at offsets ((k + 1/2)/s − 1/2) · pixel_scale, k = 0…s−1,
-    from the pixel centre along each axis (lenstronomy ``util.make_subgrid``).
+    from the pixel centre along each pixel axis (lenstronomy ``util.make_subgrid``),
+    and ``orientation`` turns the pixel axes into (x, y).
 
     Parameters
     ----------
@@ -42,6 +46,8 @@ def pixel_grid(
         Pixel size, arcsec.
     supersample : int
         Sub-pixels per pixel along each axis.
+    orientation : 2 × 2 tuple
+        (x, y) per unit step along (columns, rows) (:mod:`lensgen.lensing.frames`).
 
     Returns
     -------
@@ -53,8 +59,41 @@ def pixel_grid(
     s = int(supersample)
     x1 = ((np.arange(nx * s) + 0.5) / s - nx / 2.0) * pixel_scale
     y1 = ((np.arange(ny * s) + 0.5) / s - ny / 2.0) * pixel_scale
-    x, y = np.meshgrid(x1, y1)
-    return x, y
+    u, v = np.meshgrid(x1, y1)
+    if orientation == IDENTITY:
+        return u, v
+    (a, b), (c, d) = orientation
+    return a * u + b * v, c * u + d * v
+
+
+def pixel_centres(
+    shape: tuple[int, int], pixel_scale: float, orientation: Orientation = IDENTITY
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of every pixel centre, arcsec, each of shape ``shape``."""
+    return pixel_grid(shape, pixel_scale, 1, orientation)
+
+
+def display_frame(shape: tuple[int, int], pixel_scale: float, orientation: Orientation = IDENTITY):
+    """How to draw an image stored as ``shape`` with ``imshow(origin="lower")``.
+
+    Returns ``(extent, to_display, labels)``: the imshow extent, a function taking
+    (x, y) arrays to the axes' coordinates, and the two axis labels. When the pixel
+    axes lie along x and y (possibly flipped) the axes are x and y themselves (a
+    flipped axis runs backwards); for a rotated image they are the pixel axes in
+    arcsec, and points in (x, y) are rotated onto them.
+    """
+    ny, nx = shape
+    hx, hy = nx * pixel_scale / 2, ny * pixel_scale / 2
+    (a, b), (c, d) = orientation
+    if is_diagonal(orientation):
+        extent = [-hx * a, hx * a, -hy * d, hy * d]
+        return extent, (lambda x, y: (x, y)), ("x [arcsec]", "y [arcsec]")
+
+    def to_display(x, y):
+        x, y = np.asarray(x), np.asarray(y)
+        return a * x + c * y, b * x + d * y  # Oᵀ (x, y): the offsets along columns and rows
+
+    return [-hx, hx, -hy, hy], to_display, ("along columns [arcsec]", "along rows [arcsec]")
 
 
 def bin_image(image, supersample: int):

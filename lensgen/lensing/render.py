@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from lensgen.errors import LensgenError
+from lensgen.lensing.frames import IDENTITY, Orientation, as_orientation
 from lensgen.lensing.grid import bin_image, check_grid, pixel_grid
 from lensgen.lensing.instrument import PSFTransfer
 from lensgen.lensing.light import LIGHT_PROFILES, surface_brightness
@@ -62,6 +63,9 @@ class Scene:
         Where the PSF is applied: on the binned pixels with a pixel-level kernel
         (default), or on the sub-pixels before binning with a kernel sampled at
         pixel_scale / supersample (:mod:`lensgen.lensing.psf_supersampling`).
+    orientation : 2 × 2 tuple
+        (x, y) per unit step along the image's (columns, rows), from its WCS
+        (:mod:`lensgen.lensing.frames`); the identity for north up, east left.
     """
 
     lens: tuple[str, ...]
@@ -71,6 +75,7 @@ class Scene:
     pixel_scale: float
     supersample: int = 1
     convolution: str = "pixel"
+    orientation: Orientation = IDENTITY
 
     def __post_init__(self):
         # Lists would make the scene unhashable; accept them and store tuples.
@@ -80,6 +85,7 @@ class Scene:
         check_grid(self.shape, self.pixel_scale, self.supersample)
         object.__setattr__(self, "supersample", int(self.supersample))
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        object.__setattr__(self, "orientation", as_orientation(self.orientation))
         if self.convolution not in CONVOLUTIONS:
             raise LensgenError(
                 f"convolution must be one of {', '.join(CONVOLUTIONS)}, got {self.convolution!r}"
@@ -101,9 +107,8 @@ def _param_dtype(params) -> jnp.dtype:
 def subpixel_surface_brightness(scene: Scene, params) -> jax.Array:
     """Lensed source + lens light surface brightness on the sub-pixel grid (ny·s, nx·s)."""
     dtype = _param_dtype(params)
-    x, y = (
-        jnp.asarray(c, dtype) for c in pixel_grid(scene.shape, scene.pixel_scale, scene.supersample)
-    )
+    grid = pixel_grid(scene.shape, scene.pixel_scale, scene.supersample, scene.orientation)
+    x, y = (jnp.asarray(c, dtype) for c in grid)
     beta_x, beta_y = ray_shoot(scene.lens, params["lens"], x, y)
     sb = surface_brightness(scene.source, params["source"], beta_x, beta_y)
     if scene.lens_light:
@@ -202,7 +207,7 @@ def make_basis_renderer(scene: Scene, kind: str, n: int, psf_kernel=None) -> Cal
     @jax.jit
     def basis_renderer(lens_params, scale, center_x, center_y):
         dtype = _param_dtype(lens_params)
-        grid = pixel_grid(scene.shape, scene.pixel_scale, scene.supersample)
+        grid = pixel_grid(scene.shape, scene.pixel_scale, scene.supersample, scene.orientation)
         x, y = (jnp.asarray(c, dtype) for c in grid)
         beta_x, beta_y = ray_shoot(scene.lens, lens_params, x, y)
         images = functions(beta_x, beta_y, n, scale, center_x, center_y)

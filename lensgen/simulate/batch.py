@@ -191,12 +191,16 @@ def _image_params(comp: Component, where: str) -> dict[str, Any]:
 def image_interpol(comp: Component, p: dict[str, Any]) -> dict[str, Any]:
     """INTERPOL parameters (batched over lenses) of an ``IMAGE`` source with drawn ``p``."""
     scale = comp.params.get("pixel_scale")
-    image, scale = read_source_image(comp.params["file"], None if scale is None else float(scale))
+    image, scale, angle = read_source_image(
+        comp.params["file"], None if scale is None else float(scale)
+    )
     # INTERPOL takes surface brightness: flux per pixel / pixel area (flux/arcsec²).
     sb = jnp.asarray(image)[None] * (jnp.asarray(p["flux"]) / scale**2)[:, None, None]
     n = sb.shape[0]
+    # ``phi_G`` turns the image on the sky; its WCS's own rotation comes first.
     return {"image": sb, "amp": jnp.ones(n), "center_x": p["center_x"],
-            "center_y": p["center_y"], "phi_G": p["phi_G"], "scale": jnp.full(n, scale)}  # fmt: skip
+            "center_y": p["center_y"], "phi_G": p["phi_G"] + angle,
+            "scale": jnp.full(n, scale)}  # fmt: skip
 
 
 def _check_light(cfg: SimulateConfig, flat: dict[str, np.ndarray]) -> None:
@@ -545,7 +549,9 @@ def run_simulate(
                 },
                 overwrite=True,
                 psf_supersampled=batch.psf_supersampled,
-            )
+                scene={"lens": list(batch.scene.lens), "source": list(batch.scene.source),
+                       "lens_light": list(batch.scene.lens_light)},
+            )  # fmt: skip
             toml_tmp.write_text(text, encoding="utf-8")
         return paths[0]
     obs, params = observation(batch, 0)

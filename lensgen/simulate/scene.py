@@ -51,6 +51,8 @@ A source can also be a galaxy image (``lensgen.io.source_image``)::
     inject_x = [1.6]
     inject_y = [0.8]
 
+A COOLEST JSON file (:mod:`lensgen.simulate.coolest`) is read into the same tables.
+
 Component keys are lenstronomy's parameter names. A value is a number or a
 distribution in the grammar of :mod:`lensgen.distributions`, drawn per lens:
 ``{ uniform = [low, high] }``, ``{ normal = [mean, sd] }``, ``"LogNormal(mu, sigma)"``
@@ -67,10 +69,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lensgen.config import SEED_MAX, dumps_toml, from_dict, load_config, toml_value
+from lensgen.config import SEED_MAX, dumps_toml, from_dict, load_config, toml_value, with_overrides
 from lensgen.distributions import Distribution, parse_distribution
 from lensgen.errors import ConfigError, LensgenError, did_you_mean
 from lensgen.lensing.mass import MASS_PROFILES
+from lensgen.simulate.coolest import coolest_tables, is_coolest
 from lensgen.simulate.population import SubhaloPopulation
 from lensgen.source.model import SOURCE_PARAMS
 
@@ -268,7 +271,15 @@ def load_simulate_config(
     overrides: dict[str, Any] | None = None,
     flags: dict[str, str] | None = None,
 ) -> SimulateConfig:
-    """Defaults ← the TOML file at ``path`` (strict keys) ← dotted overrides."""
+    """Defaults ← the scene file at ``path`` (strict keys) ← dotted overrides.
+
+    The file is TOML, or a COOLEST JSON file (recognised by its ``.json`` suffix or
+    its content: :func:`lensgen.simulate.coolest.is_coolest`) whose point estimates
+    :func:`~lensgen.simulate.coolest.coolest_tables` turns into the same tables.
+    """
+    if path is not None and is_coolest(path):
+        cfg = _from_toml(SimulateConfig, coolest_tables(path), str(path))
+        return with_overrides(cfg, overrides or {}, flags)
     return load_config(SimulateConfig, path, overrides, flags, parse=_from_toml)
 
 
