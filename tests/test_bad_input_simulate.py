@@ -32,6 +32,27 @@ def test_existing_sidecar_or_output_is_never_overwritten(tmp_path, existing, out
     assert_refused(res, before, existing, "--overwrite")
 
 
+def test_the_scene_file_is_never_its_own_sidecar_even_with_overwrite(tmp_path):
+    scene = tmp_path / "scene.toml"
+    scene.write_text('[[lens]]\ntype = "SIS"\ntheta_E = 1.0\n[instrument]\nnpix = 16\n')
+    before = snapshot(tmp_path)
+    res = run_cli("simulate", "--config", scene, "--out", tmp_path / "scene.fits", "--overwrite")
+    assert_refused(res, before, "scene.toml", "both an input and an output", "--out")
+
+
+def test_a_shapelet_source_with_its_amplitude_vector_renders(tmp_path):
+    scene = tmp_path / "shapelets.toml"
+    scene.write_text('[[lens]]\ntype = "SIS"\ntheta_E = 1.0\n[[source]]\ntype = "SHAPELETS"\n'
+                     'amp = [1.0, 0.2, -0.1]\nbeta = 0.2\n[instrument]\nnpix = 16\n'
+                     'supersample = 1\n')  # fmt: skip
+    res = run_cli("simulate", "--config", scene, "--out", tmp_path / "s.fits", "--no-preview")
+    assert res.exit_code == 0, res.output
+    resolved = (tmp_path / "s.toml").read_text()
+    assert "amp = [1.0, 0.2, -0.1]" in resolved
+    image = fits.getdata(tmp_path / "s.fits")
+    assert np.all(np.isfinite(image)) and image.max() > 0
+
+
 @pytest.mark.parametrize("out", ["res.toml", "res.png", "res.txt", "res"])
 def test_output_that_is_not_fits_is_refused(tmp_path, out):
     (tmp_path / "res.toml").write_text("seed = 3\n")

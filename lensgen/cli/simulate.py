@@ -133,7 +133,8 @@ def simulate(
     if source == "SERSIC_ELLIPSE":
         cfg = dataclasses.replace(cfg, source=(PARAMETRIC_SOURCE,))
     path = run_simulate(
-        cfg, out, seed=seed, n=n, overwrite=overwrite, preview=preview and n is None
+        cfg, out, seed=seed, n=n, overwrite=overwrite, preview=preview and n is None,
+        inputs=[config] if config else [],
     )
     what = f"{n} lenses" if n else "observation"
     console.print(f"wrote {what} to [bold]{path}[/]")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -136,10 +137,13 @@ def make_psf(cfg: SimulateConfig) -> InstrumentPSF:
     return InstrumentPSF(np.asarray(psf), supersampled, convolution)
 
 
-def _draw(key: jax.Array, spec: float | Distribution, n: int) -> np.ndarray:
-    """``n`` values of one parameter: a constant or draws from its distribution."""
+def _draw(key: jax.Array, spec: float | list[float] | Distribution, n: int) -> np.ndarray:
+    """``n`` values of one parameter: a constant, a constant vector (shape (n, k), e.g.
+    shapelet amplitudes) or draws from its distribution."""
     if isinstance(spec, Distribution):
         return spec.draw(key, n)
+    if isinstance(spec, list):
+        return np.tile(np.asarray(spec, dtype=np.float64), (n, 1))
     return np.full(n, float(spec))
 
 
@@ -404,7 +408,7 @@ def _single_params(batch: Batch, i: int) -> dict[str, list[dict[str, Any]]]:
                 continue
             out[group].append(
                 {
-                    k[len(prefix) :]: float(v[i])
+                    k[len(prefix) :]: float(v[i]) if np.ndim(v[i]) == 0 else np.asarray(v[i])
                     for k, v in batch.params.items()
                     if k.startswith(prefix)
                 }
@@ -444,7 +448,8 @@ def observation(batch: Batch, i: int) -> tuple[Observation, dict]:
         model=batch.models[i],
         source=np.asarray(source),
         source_pixel_scale=src_scale,
-        truth={k: float(v[i]) for k, v in batch.params.items()},
+        # Vector parameters (shapelet amplitudes) are in the resolved config, not the cards.
+        truth={k: float(v[i]) for k, v in batch.params.items() if np.ndim(v[i]) == 0},
         scene={
             "lens": list(batch.scene.lens),
             "source": list(batch.scene.source),
@@ -469,7 +474,7 @@ def drawn_config(batch: Batch, i: int, seed: int) -> SimulateConfig:
         for ci, comp in enumerate(getattr(cfg, group)):
             prefix = f"{group}.{ci}."
             params = {
-                k[len(prefix) :]: float(v[i])
+                k[len(prefix) :]: float(v[i]) if np.ndim(v[i]) == 0 else [float(x) for x in v[i]]
                 for k, v in batch.params.items()
                 if k.startswith(prefix)
             }
@@ -500,6 +505,25 @@ def output_paths(out: str | Path, preview: bool) -> list[Path]:
     return [*paths, out.with_suffix(".png")] if preview else paths
 
 
+def input_files(cfg: SimulateConfig) -> list[Path]:
+    """The files a scene reads: source images and the PSF kernel file."""
+    files = [Path(c.params["file"]) for c in cfg.source if "file" in c.params]
+    if cfg.instrument.psf_file:
+        files.append(Path(cfg.instrument.psf_file))
+    return files
+
+
+def _refuse_input_outputs(paths: list[Path], inputs: list[str | Path]) -> None:
+    """An output that is one of the run's inputs is refused, even with --overwrite."""
+    sources = {Path(p).resolve() for p in inputs if p}
+    clash = [p for p in paths if p.resolve() in sources]
+    if clash:
+        raise LensgenError(
+            f"{clash[0]} is both an input and an output of this run (simulate writes "
+            f"{', '.join(p.name for p in paths)}); choose another --out"
+        )
+
+
 def run_simulate(
     cfg: SimulateConfig,
     out: str | Path,
@@ -507,17 +531,20 @@ def run_simulate(
     n: int | None = None,
     overwrite: bool = False,
     preview: bool = True,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Simulate and write ``out`` (FITS) plus its ``.toml`` resolved config and ``.png`` preview.
 
     With ``n`` set, writes a cube of ``n`` lenses and a parameter table instead (and
     no preview). Every output path is checked before anything is computed, and the
-    files appear together or not at all. ``seed`` (default: the config's, else 0)
+    files appear together or not at all; none may be one of ``inputs`` (the scene
+    file) or of the files the scene reads. ``seed`` (default: the config's, else 0)
     is recorded in the resolved config, which therefore reproduces the file.
     """
 
     paths = output_paths(out, preview and n is None)
     check_outputs(paths, overwrite)
+    _refuse_input_outputs(paths, [*inputs, *input_files(cfg)])
     seed = seed if seed is not None else (cfg.seed if cfg.seed is not None else 0)
     key = jax.random.key(seed)
     batch = simulate_batch(cfg, key, 1 if n is None else n)
