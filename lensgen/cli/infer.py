@@ -37,8 +37,11 @@ SUBHALO_KEYS = {
 
 
 def infer(
-    obs: Path | None = typer.Argument(
-        None, help="Observation FITS file (from `lensgen simulate` or real data)."
+    obs: list[str] | None = typer.Argument(
+        None,
+        help="Observation FITS file (from `lensgen simulate` or real data). Several files, "
+        "a folder, a glob pattern or a `simulate --n` cube run a catalogue: one row per "
+        "lens in catalogue.fits/.csv, resumable.",
     ),
     out: Path = typer.Option(Path("infer_out"), "--out", "-o", help="Output directory."),
     config: Path | None = typer.Option(
@@ -161,6 +164,24 @@ def infer(
     subhalo_threshold: float = typer.Option(
         5.0, "--subhalo-threshold", help="Δ log Z (Laplace) above which a subhalo is detected."
     ),
+    coordinator: str | None = typer.Option(
+        None,
+        "--coordinator",
+        help="host:port of process 0 of a multi-process catalogue run (jax.distributed); "
+        "with --num-processes and --process-id.",
+    ),
+    num_processes: int | None = typer.Option(
+        None, "--num-processes", help="Processes of a multi-process catalogue run."
+    ),
+    process_id: int | None = typer.Option(
+        None, "--process-id", help="This process's rank, 0 … --num-processes − 1."
+    ),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="Join a multi-process catalogue run whose settings JAX reads from the cluster "
+        "(SLURM, Open MPI, …) instead of --coordinator/--num-processes/--process-id.",
+    ),
     seed: int = seed_option(0, "Random seed: equal seeds give equal posteriors."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace output files of an earlier run in the output folder."
@@ -171,6 +192,7 @@ def infer(
 
     from lensgen.config import load_config
     from lensgen.errors import LensgenError
+    from lensgen.infer.catalogue import is_catalogue, join_processes, run_catalogue
     from lensgen.infer.run import load_infer_config, prior_table, run_infer
     from lensgen.infer.subhalo_config import SubhaloConfig
 
@@ -189,11 +211,28 @@ def infer(
     sub = dataclasses.replace(
         sub, method=cfg.method if cfg.method in ("nuts", "svi") else "laplace"
     )
+    inputs = list(obs or [])
     if show_priors:
-        typer.echo(prior_table(cfg, obs), nl=False)
+        typer.echo(prior_table(cfg, Path(inputs[0]) if inputs else None), nl=False)
         return
-    if obs is None:
+    if not inputs:
         raise LensgenError("missing the observation file: lensgen infer OBS.fits")
+    multi = distributed or any(v is not None for v in (coordinator, num_processes, process_id))
+    if multi or is_catalogue(inputs):
+        if subhalos > 0 or cfg.compare_sources:
+            flag = "--subhalos" if subhalos > 0 else "--compare-sources"
+            raise LensgenError(f"{flag} fits one observation; a catalogue run takes one lens at "
+                               "a time with the smooth model")  # fmt: skip
+        if multi:
+            join_processes(coordinator, num_processes, process_id)
+        double_precision()
+        with progress() as bar:
+            run = run_catalogue(cfg, inputs, out, seed=seed, overwrite=overwrite,
+                                progress=stage_reporter(bar),
+                                header=f"# lensgen infer {' '.join(inputs)} --seed {seed}\n")  # fmt: skip
+        console.print(run.summary())
+        return
+    obs = Path(inputs[0])
     double_precision()
     if subhalos > 0:
         from lensgen.infer.subhalo_report import run_subhalo_infer
