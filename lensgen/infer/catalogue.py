@@ -216,7 +216,10 @@ def lens_record(
         "method": result.method, "time_s": seconds, "chi2": chi2,
         "rhat_max": max(finite_rhat) if finite_rhat else None,
         "ess_min": min(ess.values()) if ess else None,
-        "divergences": diag.get("divergences"), "flags": flags, "params": params,
+        "divergences": diag.get("divergences"), "mean_steps": diag.get("mean_steps"),
+        "draws_per_chain": diag.get("draws_per_chain"),
+        "timings": {k: float(v) for k, v in (diag.get("timings") or {}).items()},
+        "flags": flags, "params": params,
     }  # fmt: skip
 
 
@@ -398,7 +401,10 @@ def catalogue_rows(out: Path, entries: Sequence[Entry]) -> list[dict[str, Any]]:
             "status": "missing", "flags": ["missing"],
         }  # fmt: skip
         row = {k: record.get(k) for k in ("id", "file", "index", "status", "method", "time_s",
-                                          "chi2", "rhat_max", "ess_min", "divergences")}  # fmt: skip
+                                          "chi2", "rhat_max", "ess_min", "divergences",
+                                          "mean_steps", "draws_per_chain")}  # fmt: skip
+        for stage, seconds in (record.get("timings") or {}).items():
+            row[f"time_{stage}_s"] = seconds
         row["flags"] = ",".join(record.get("flags", []))
         row["reason"] = record.get("reason", "")
         for name, stats in (record.get("params") or {}).items():
@@ -427,7 +433,7 @@ def write_table(out: Path, entries: Sequence[Entry]) -> Path:
         values = [row.get(c) for row in rows]
         if c in text:
             data[c] = [v if v is not None else "" for v in values]
-        elif c in ("index", "divergences"):
+        elif c in ("index", "divergences", "draws_per_chain"):
             data[c] = np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
         else:
             data[c] = np.array([np.nan if v is None else float(v) for v in values])

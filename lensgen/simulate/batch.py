@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lensgen import __version__
+from lensgen.devices import map_sharded
 from lensgen.distributions import Distribution
 from lensgen.errors import LensgenError
 from lensgen.io.atomic import atomic_outputs, check_outputs
@@ -368,13 +369,21 @@ def simulate_batch(cfg: SimulateConfig, key: jax.Array, n: int) -> Batch:
         batched["lens"].append({k: jnp.asarray(subhalos[k]) for k in SUBHALO_PARAMS})
 
     render = make_renderer(scene, None if psfs.kernel is None else jnp.asarray(psfs.kernel))
-    models = jax.vmap(render)(batched)
     exptime = cfg.noise.exptime or None
     keys = jax.random.split(k_noise, n)
-    images = jax.vmap(lambda k, m: instrument.add_noise(k, m, exptime, cfg.noise.background_rms))(
-        keys, models
-    )
-    noise = jax.vmap(lambda m: instrument.noise_map(m, exptime, cfg.noise.background_rms))(models)
+
+    def observe(params, keys):
+        models = jax.vmap(render)(params)
+        images = jax.vmap(
+            lambda k, m: instrument.add_noise(k, m, exptime, cfg.noise.background_rms)
+        )(keys, models)
+        noise = jax.vmap(lambda m: instrument.noise_map(m, exptime, cfg.noise.background_rms))(
+            models
+        )
+        return models, images, noise
+
+    # The lenses are split over the local devices (one device: a plain call).
+    models, images, noise = map_sharded(observe, batched, keys)
     label = "vae" if source_model is not None else "parametric"
     return Batch(
         np.asarray(images),

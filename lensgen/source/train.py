@@ -51,6 +51,7 @@ from lensgen.config import (
     to_dict,
     with_overrides,
 )
+from lensgen.devices import constrain_leading, local_mesh, replicate
 from lensgen.errors import ConfigError, LensgenError
 from lensgen.io.atomic import atomic_write_text, check_output_dir
 from lensgen.io.dataset import read_dataset
@@ -261,8 +262,14 @@ class TrainState(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_psf: bool):
+def make_steps(
+    arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_psf: bool, mesh=None
+):
     """Optimizer and jitted ``run(state, key, X, S, psf, PI, log_fs, idx, n) → (state, metrics)``.
+
+    With a device ``mesh`` (:func:`lensgen.devices.local_mesh`) each step's batch is split
+    over its devices and the parameters are replicated: data-parallel training, whose
+    gradient is the same mean over the batch, summed in another order.
 
     ``psf`` is the (P, k, k) cube of PSFs and ``PI`` the index of each training
     stamp's PSF in it (unused without PSF).
@@ -294,6 +301,7 @@ def make_steps(arch: Architecture, cfg: TrainConfig, steps_per_epoch: int, use_p
             x = jax.vmap(vae.dihedral)(x, turns)
             if use_psf:
                 psfs = jax.vmap(vae.dihedral)(psfs, turns)
+        x, s, psfs = constrain_leading((x, s, psfs), mesh)
         warm = jnp.minimum(1.0, (state.step + 1) / max(t.kl_warmup_steps, 1))
         beta = jnp.float32(t.beta) * warm.astype(jnp.float32)
         (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(
@@ -450,7 +458,8 @@ def _train(cfg, workdir, data, resume, progress, on_epoch, figures) -> TrainResu
     arch = Architecture(data.x_train.shape[1:], cfg.model.latent_dim, cfg.model.channels,
                         cfg.model.dense, cfg.model.activation)  # fmt: skip
     steps_per_epoch = data.x_train.shape[0] // t.batch_size
-    optimizer, run, evaluate = make_steps(arch, cfg, steps_per_epoch, data.psf is not None)
+    mesh = local_mesh(divides=t.batch_size)  # data-parallel over the local devices
+    optimizer, run, evaluate = make_steps(arch, cfg, steps_per_epoch, data.psf is not None, mesh)
     log_fs = jnp.float32(math.log(data.flux_scale))
     key = jax.random.key(t.seed)
     k_init, k_perm, k_step, k_val = jax.random.split(key, 4)
@@ -477,6 +486,7 @@ def _train(cfg, workdir, data, resume, progress, on_epoch, figures) -> TrainResu
     X, S = jnp.asarray(data.x_train), jnp.asarray(data.s_train)
     psf = None if data.psf is None else jnp.asarray(data.psf)
     PI = jnp.asarray(data.p_train)
+    state, X, S, psf, PI = replicate((state, X, S, psf, PI), mesh)
     total = t.epochs * steps_per_epoch
     per_call = min(t.steps_per_call, steps_per_epoch)
     try:
