@@ -171,3 +171,18 @@ def test_catalogue_flags_are_checked_before_any_work(inputs, tmp_path):
     assert_refused(res, before, "--subhalos fits one observation")
     res = run_cli("infer", str(tmp_path / "none*.fits"), "--out", tmp_path / "o")
     assert_refused(res, before, "no file matches the pattern")
+
+
+def test_calibration_benchmark_runs_at_toy_size(tmp_path, monkeypatch, capsys):
+    """benchmarks/calibration.py (a wrapper over the catalogue) at K = 2, 16 × 16 px."""
+    import runpy
+
+    script = Path(__file__).parents[1] / "benchmarks" / "calibration.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--k", "2", "--method", "svi", "--source",
+                                      "sersic", "--npix", "16", "--out", str(tmp_path / "c")])  # fmt: skip
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "K = 2 (2 inferred)" in out
+    for name in ("lens.0.theta_E", "lens.0.center_x", "lens.0.center_y"):
+        assert f"{name}: coverage 68%" in out
+    assert len(Table.read(tmp_path / "c" / "catalogue.fits")) == 2

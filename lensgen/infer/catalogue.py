@@ -69,8 +69,12 @@ SETTINGS = "catalogue.toml"
 CHI2_FLAG = 1.5
 """χ²/N above which a lens is flagged ``chi2`` (the model misses structure in the data)."""
 
-QUANTILES = (2.5, 97.5)
-"""Percentiles of the central 95 % interval in the table."""
+QUANTILES = (2.5, 16.0, 84.0, 97.5)
+"""Percentiles of the central 95 % and 68 % intervals in the table."""
+
+RANK_DRAWS = 99
+"""Posterior draws, evenly spaced over all chains, among which a truth is ranked
+(simulation-based calibration, Talts et al. 2018: uniform on 0 … 99 when calibrated)."""
 
 
 @dataclass(frozen=True)
@@ -181,11 +185,18 @@ def lens_key(seed: int, lens_id: str):
     return jax.random.fold_in(jax.random.PRNGKey(seed), digest)
 
 
-def _stats(values: np.ndarray) -> dict[str, float]:
+def _stats(values: np.ndarray, truth: float | None) -> dict[str, float]:
+    """Mean, sd, central 95 % and 68 % intervals; with a truth, it and its SBC rank."""
     flat = np.asarray(values, dtype=float).reshape(-1)
-    lo, hi = np.percentile(flat, QUANTILES)
+    lo95, lo68, hi68, hi95 = np.percentile(flat, QUANTILES)
     sd = float(flat.std(ddof=1)) if flat.size > 1 else math.nan
-    return {"mean": float(flat.mean()), "sd": sd, "lo95": float(lo), "hi95": float(hi)}
+    out = {"mean": float(flat.mean()), "sd": sd, "lo95": float(lo95), "hi95": float(hi95),
+           "lo68": float(lo68), "hi68": float(hi68)}  # fmt: skip
+    if truth is not None:
+        thinned = flat[np.linspace(0, flat.size - 1, RANK_DRAWS).astype(int)]
+        out["truth"] = float(truth)
+        out["rank"] = float((thinned < truth).sum()) if flat.size > 1 else math.nan
+    return out
 
 
 def lens_record(
@@ -198,9 +209,7 @@ def lens_record(
     diag = result.diagnostics
     params = {}
     for name in scalar_names(result):
-        params[name] = _stats(result.samples[name])
-        if name in obs.truth:
-            params[name]["truth"] = float(obs.truth[name])
+        params[name] = _stats(result.samples[name], obs.truth.get(name))
     ess = diag.get("ess") or {}
     rhat = diag.get("rhat") or {}
     flags = []
