@@ -186,3 +186,11 @@ def test_calibration_benchmark_runs_at_toy_size(tmp_path, monkeypatch, capsys):
     for name in ("lens.0.theta_E", "lens.0.center_x", "lens.0.center_y"):
         assert f"{name}: coverage 68%" in out
     assert len(Table.read(tmp_path / "c" / "catalogue.fits")) == 2
+
+
+def test_an_input_named_like_an_output_is_refused(inputs, tmp_path):
+    cube = tmp_path / "catalogue.fits"
+    cube.write_bytes((inputs / "cube.fits").read_bytes())
+    before = snapshot(tmp_path)
+    res = run_cli("infer", cube, "--out", tmp_path)
+    assert_refused(res, before, "catalogue.fits is both an input and an output")

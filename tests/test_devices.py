@@ -13,33 +13,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SIMULATE = """
+SCRIPT = """
 import sys
 import jax
 import numpy as np
-from lensgen.simulate.scene import load_simulate_config
-from lensgen.simulate.batch import simulate_batch
-cfg = load_simulate_config(sys.argv[2])
-batch = simulate_batch(cfg, jax.random.key(4), 6)  # 6 lenses on 4 devices: padded
-np.savez(sys.argv[1], images=batch.images, models=batch.models, noise=batch.noise_maps,
-         devices=len(jax.local_devices()))
-"""
-
-TRAIN = """
-import sys
-import jax
-import numpy as np
-sys.path.insert(0, sys.argv[4])
+sys.path.insert(0, sys.argv[5])
 from source_data import blob_dataset
+from lensgen.simulate.batch import simulate_batch
+from lensgen.simulate.scene import load_simulate_config
 from lensgen.source.train import load_train_config, train
-blob_dataset(sys.argv[2] + "/d.fits", n=80, size=16)
-cfg = load_train_config(sys.argv[3], {"data.path": sys.argv[2] + "/d.fits", "train.epochs": 2,
-                                      "train.batch_size": 16})
-result = train(cfg, sys.argv[2] + "/run", figures=False)
-weights = np.load(sys.argv[2] + "/run/weights.npz")
-np.savez(sys.argv[1], devices=len(jax.local_devices()),
-         loss=np.array([h["loss"] for h in result.history]),
-         **{k: weights[k] for k in weights.files})
+out, work, scene, tiny = sys.argv[1:5]
+batch = simulate_batch(load_simulate_config(scene), jax.random.key(4), 6)  # 6 on 4: padded
+blob_dataset(work + "/d.fits", n=64, size=16)
+cfg = load_train_config(tiny, {"data.path": work + "/d.fits", "train.epochs": 2,
+                               "train.batch_size": 16})
+result = train(cfg, work + "/run", figures=False)
+weights = np.load(work + "/run/weights.npz")
+np.savez(out, devices=len(jax.local_devices()), images=batch.images, models=batch.models,
+         noise=batch.noise_maps, loss=np.array([h["loss"] for h in result.history]),
+         **{"w_" + k: weights[k] for k in weights.files})
 """
 TINY = Path(__file__).parents[1] / "examples" / "vae_tiny.toml"
 
@@ -63,25 +55,30 @@ def scene(tmp_path_factory) -> Path:
     return path
 
 
-def test_simulate_n_on_four_devices_equals_one_device(tmp_path, scene):
-    _run(SIMULATE, 1, tmp_path / "one.npz", scene)
-    _run(SIMULATE, 4, tmp_path / "four.npz", scene)
-    one, four = np.load(tmp_path / "one.npz"), np.load(tmp_path / "four.npz")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, scene) -> tuple:
+    """The same simulation and training on one and on four devices."""
+    tmp = tmp_path_factory.mktemp("devices")
+    for n in (1, 4):
+        (tmp / str(n)).mkdir()
+        _run(SCRIPT, n, tmp / f"{n}.npz", tmp / str(n), scene, TINY, Path(__file__).parent)
+    one, four = np.load(tmp / "1.npz"), np.load(tmp / "4.npz")
     assert int(one["devices"]) == 1 and int(four["devices"]) == 4
+    return one, four
+
+
+def test_simulate_n_on_four_devices_equals_one_device(runs):
+    one, four = runs
     for name in ("models", "images", "noise"):
         np.testing.assert_allclose(four[name], one[name], rtol=1e-6, atol=1e-7 * one[name].max())
 
 
-def test_train_vae_data_parallel_on_four_devices_equals_one_device(tmp_path):
+def test_train_vae_data_parallel_on_four_devices_equals_one_device(runs):
     """Batch split over 4 devices, parameters replicated: the same training up to the
     order of the gradient's sum (float32)."""
-    for n in (1, 4):
-        (tmp_path / str(n)).mkdir()
-        _run(TRAIN, n, tmp_path / f"{n}.npz", tmp_path / str(n), TINY, Path(__file__).parent)
-    one, four = np.load(tmp_path / "1.npz"), np.load(tmp_path / "4.npz")
-    assert int(one["devices"]) == 1 and int(four["devices"]) == 4
+    one, four = runs
     np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-4)
-    names = [k for k in one.files if k not in ("devices", "loss")]
+    names = [k for k in one.files if k.startswith("w_")]
     assert names
     for k in names:
         np.testing.assert_allclose(four[k], one[k], rtol=1e-3, atol=1e-5 * np.abs(one[k]).max())

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).parents[1] / "lensgen"
 
 LAYERS = (
     ("lensgen", "lensgen.errors", "lensgen.exports"),  # version, error types, lazy exports
-    ("lensgen.config", "lensgen.distributions", "lensgen.io"),  # settings, files, Ctrl-C
+    ("lensgen.config", "lensgen.distributions", "lensgen.io", "lensgen.devices"),  # settings,
+    # files, Ctrl-C, the local device mesh
     ("lensgen.lensing",),  # physics: mass, light, ray-tracing, instrument, rendering
     ("lensgen.plots",),  # figures of lensing quantities
     ("lensgen.source",),  # the learned source: VAE, flow, training

@@ -47,6 +47,7 @@ from lensgen.infer.problem import (
     InferenceResult,
     Problem,
     build_problem,
+    load_mask,
     raw_key,
     reduced_chi2,
     render_values,
@@ -354,6 +355,13 @@ def run_catalogue(
     """
     out = check_output_dir(out)
     entries = find_entries(inputs)
+    sources = {e.path.resolve() for e in entries}
+    sources |= {Path(p).resolve() for p in (config.mask, config.priors) if p}
+    for name in (*TABLES, SETTINGS):
+        if (out / name).resolve() in sources:
+            raise LensgenError(
+                f"{out / name} is both an input and an output of this run; choose another --out"
+            )
     rank, size = jax.process_index(), jax.process_count()
     (out / RECORDS).mkdir(parents=True, exist_ok=True)
     if rank == 0:
@@ -372,9 +380,10 @@ def run_catalogue(
         try:
             obs = read(entry)
             key = group_key(obs)
+            mask = load_mask(config.mask, obs.image.shape) if config.mask else None
             if key not in problems:
-                problems[key] = build_problem(config, obs, source_model)
-            problem = with_data(problems[key], obs, config=config)
+                problems[key] = build_problem(config, obs, source_model, mask)
+            problem = with_data(problems[key], obs, mask=mask, config=config)
             results = run_inference(raw_key(lens_key(seed, entry.id)), problem, config)
             record = lens_record(entry, problem, obs, results, time.perf_counter() - t0)
             done += 1
