@@ -23,6 +23,7 @@ from lensgen.infer.programs import Programs
 from lensgen.infer.starts import estimate_geometry
 from lensgen.infer.subhalo_config import SubhaloConfig
 from lensgen.infer.subhalo_modes import find_modes, laplace_log_evidence
+from lensgen.io.wcs import IDENTITY
 
 RNG = np.random.default_rng(7)
 MU_PRIOR = np.array([0.3, -1.0, 2.0])
@@ -132,7 +133,8 @@ def test_estimate_geometry_reads_a_ring(radius, cx, cy):
         jnp.asarray(image), jnp.ones(image.shape, bool), jnp.full(image.shape, 0.2),
         jnp.asarray(0.0), jnp.asarray(0.2),
     )  # fmt: skip
-    problem = SimpleNamespace(data=data, scene=SimpleNamespace(pixel_scale=scale))
+    scene = SimpleNamespace(pixel_scale=scale, shape=image.shape, orientation=IDENTITY)
+    problem = SimpleNamespace(data=data, scene=scene)
     theta, ex, ey = estimate_geometry(problem)
     assert theta == pytest.approx(radius, abs=0.2 * scale)
     assert (ex, ey) == pytest.approx((cx, cy), abs=0.2 * scale)
