@@ -55,7 +55,7 @@ from lensgen.infer.problem import (
 )
 from lensgen.infer.report import bestfit_values, scalar_names
 from lensgen.infer.run import run_inference
-from lensgen.io.atomic import atomic_path, check_output_dir
+from lensgen.io.atomic import atomic_path, check_output_dir, refuse_input_outputs
 from lensgen.io.fits import Observation, read_observations
 
 RECORDS = "lenses"
@@ -355,13 +355,8 @@ def run_catalogue(
     """
     out = check_output_dir(out)
     entries = find_entries(inputs)
-    sources = {e.path.resolve() for e in entries}
-    sources |= {Path(p).resolve() for p in (config.mask, config.priors) if p}
-    for name in (*TABLES, SETTINGS):
-        if (out / name).resolve() in sources:
-            raise LensgenError(
-                f"{out / name} is both an input and an output of this run; choose another --out"
-            )
+    refuse_input_outputs([out / n for n in (*TABLES, SETTINGS)],
+                         [*(e.path for e in entries), config.mask, config.priors])  # fmt: skip
     rank, size = jax.process_index(), jax.process_count()
     (out / RECORDS).mkdir(parents=True, exist_ok=True)
     if rank == 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lensgen.errors import LensgenError
 from lensgen.infer.problem import InferConfig
-from lensgen.io.atomic import atomic_outputs, check_output_dir
+from lensgen.io.atomic import atomic_outputs, check_output_dir, refuse_input_outputs
 from lensgen.io.interrupt import check_interrupt
 
 METHODS = {"nuts": ("nuts",), "svi": ("svi",), "map": ("map",), "nuts+svi": ("nuts", "svi")}
@@ -83,12 +83,7 @@ def check_run_outputs(
     folders = [p for p in paths if p.is_dir()]
     if folders:
         raise LensgenError(f"{folders[0]} is a folder; an output file of this run goes there")
-    sources = {Path(p).resolve() for p in inputs if p}
-    clash = [p for p in paths if p.resolve() in sources]
-    if clash:
-        raise LensgenError(
-            f"{clash[0]} is both an input and an output of this run; choose another --out"
-        )
+    refuse_input_outputs(paths, inputs)
     there = [p for p in paths if p.exists()]
     if there and not overwrite:
         more = f", as do {', '.join(p.name for p in there[1:])}" if len(there) > 1 else ""

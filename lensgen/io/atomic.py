@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from lensgen.errors import LensgenError
@@ -26,6 +26,18 @@ def check_output_path(path: str | Path, overwrite: bool) -> Path:
     if not os.access(parent, os.W_OK):
         raise LensgenError(f"cannot write {path}: folder {parent} is not writable")
     return path
+
+
+def refuse_input_outputs(
+    paths: Iterable[str | Path], inputs: Iterable[str | Path | None], detail: str = ""
+) -> None:
+    """Refuse an output path that is one of the run's inputs (even with --overwrite)."""
+    sources = {Path(p).resolve() for p in inputs if p}
+    clash = [Path(p) for p in paths if Path(p).resolve() in sources]
+    if clash:
+        raise LensgenError(
+            f"{clash[0]} is both an input and an output of this run{detail}; choose another --out"
+        )
 
 
 def check_outputs(paths: Sequence[str | Path], overwrite: bool) -> list[Path]:

@@ -28,7 +28,7 @@ from lensgen import __version__
 from lensgen.devices import map_sharded
 from lensgen.distributions import Distribution
 from lensgen.errors import LensgenError
-from lensgen.io.atomic import atomic_outputs, check_outputs
+from lensgen.io.atomic import atomic_outputs, check_outputs, refuse_input_outputs
 from lensgen.io.fits import Observation, write_batch, write_observation
 from lensgen.io.interrupt import check_interrupt
 from lensgen.io.source_image import read_source_image
@@ -459,15 +459,16 @@ def observation(batch: Batch, i: int) -> tuple[Observation, dict]:
         source_pixel_scale=src_scale,
         # Vector parameters (shapelet amplitudes) are in the resolved config, not the cards.
         truth={k: float(v[i]) for k, v in batch.params.items() if np.ndim(v[i]) == 0},
-        scene={
-            "lens": list(batch.scene.lens),
-            "source": list(batch.scene.source),
-            "lens_light": list(batch.scene.lens_light),
-        },
+        scene=_scene_names(batch),
         extra=extra,
         tables=tables,
     )
     return obs, params
+
+
+def _scene_names(batch: Batch) -> dict[str, list[str]]:
+    """The component names of each group, as an observation file's SCENE cards hold them."""
+    return {g: list(getattr(batch.scene, g)) for g in ("lens", "source", "lens_light")}
 
 
 def drawn_config(batch: Batch, i: int, seed: int) -> SimulateConfig:
@@ -522,17 +523,6 @@ def input_files(cfg: SimulateConfig) -> list[Path]:
     return files
 
 
-def _refuse_input_outputs(paths: list[Path], inputs: list[str | Path]) -> None:
-    """An output that is one of the run's inputs is refused, even with --overwrite."""
-    sources = {Path(p).resolve() for p in inputs if p}
-    clash = [p for p in paths if p.resolve() in sources]
-    if clash:
-        raise LensgenError(
-            f"{clash[0]} is both an input and an output of this run (simulate writes "
-            f"{', '.join(p.name for p in paths)}); choose another --out"
-        )
-
-
 def run_simulate(
     cfg: SimulateConfig,
     out: str | Path,
@@ -553,7 +543,8 @@ def run_simulate(
 
     paths = output_paths(out, preview and n is None)
     check_outputs(paths, overwrite)
-    _refuse_input_outputs(paths, [*inputs, *input_files(cfg)])
+    refuse_input_outputs(paths, [*inputs, *input_files(cfg)],
+                         f" (simulate writes {', '.join(p.name for p in paths)})")  # fmt: skip
     seed = seed if seed is not None else (cfg.seed if cfg.seed is not None else 0)
     key = jax.random.key(seed)
     batch = simulate_batch(cfg, key, 1 if n is None else n)
@@ -585,9 +576,8 @@ def run_simulate(
                 },
                 overwrite=True,
                 psf_supersampled=batch.psf_supersampled,
-                scene={"lens": list(batch.scene.lens), "source": list(batch.scene.source),
-                       "lens_light": list(batch.scene.lens_light)},
-            )  # fmt: skip
+                scene=_scene_names(batch),
+            )
             toml_tmp.write_text(text, encoding="utf-8")
         return paths[0]
     obs, params = observation(batch, 0)
