@@ -375,10 +375,11 @@ def run_catalogue(
         try:
             obs = read(entry)
             key = group_key(obs)
-            mask = load_mask(config.mask, obs.image.shape) if config.mask else None
-            if key not in problems:
-                problems[key] = build_problem(config, obs, source_model, mask)
-            problem = with_data(problems[key], obs, mask=mask, config=config)
+            if key not in problems:  # the problem and the mask of a group, made once
+                mask = load_mask(config.mask, obs.image.shape) if config.mask else None
+                problems[key] = (build_problem(config, obs, source_model, mask), mask)
+            problem, mask = problems[key]
+            problem = with_data(problem, obs, mask=mask, config=config)
             results = run_inference(raw_key(lens_key(seed, entry.id)), problem, config)
             record = lens_record(entry, problem, obs, results, time.perf_counter() - t0)
             done += 1
