@@ -353,3 +353,30 @@ def test_svi_guides_start_at_the_laplace_approximation_and_compile_once(nuts_cas
     run = dataclasses.replace(cfg, svi_steps=30, svi_lr=cfg.svi_lr * 2, svi_samples=100)
     run_svi(jax.random.PRNGKey(8), problem, run, start)
     assert problem.programs.compile_seconds == before  # steps, rate and draws are inputs
+
+
+def test_chains_one_after_another_equal_chains_in_lockstep(nuts_case):
+    """The CPU layout of the NUTS chains (one after another in one program) makes the
+    same transitions as the accelerator layout (vmapped in lockstep)."""
+    from jax.flatten_util import ravel_pytree
+
+    from lensgen.infer.samplers import NutsSettings, _nuts_program, chains_in_lockstep
+
+    cfg, problem, start = nuts_case
+    assert chains_in_lockstep() is (jax.default_backend() != "cpu")
+    flat, unravel = ravel_pytree(start.mode.x)
+    offsets = 1e-3 * jnp.arange(2.0)[:, None] * jnp.sqrt(jnp.diag(start.mode.cov))
+    x0 = jax.vmap(unravel)(flat + offsets)
+    keys = jax.random.split(jax.random.PRNGKey(6), 2)
+    runs = []
+    for lockstep in (True, False):
+        settings = NutsSettings.from_config(cfg)._replace(lockstep=lockstep)
+        build = lambda settings=settings: _nuts_program(problem, settings)  # noqa: E731
+        init, advance, _ = problem.programs.get(settings, build)  # the CPU's is compiled
+        states = init(keys, x0, jnp.asarray(start.mode.cov), problem.data)
+        runs.append(advance(states, problem.data, 5)[1])
+    (z_lock, *_, steps_lock), (z_seq, *_, steps_seq) = runs
+    np.testing.assert_array_equal(steps_lock[:5], steps_seq[:5])
+    assert steps_lock[:5].max() > 1  # trajectories, not single steps
+    for name in z_lock:
+        np.testing.assert_allclose(z_seq[name][:5], z_lock[name][:5], rtol=1e-9, atol=1e-12)

@@ -1,8 +1,8 @@
 """NUTS and SVI for a :class:`~lensgen.infer.problem.Problem`, started from its MAP fit.
 
 NUTS is NumPyro's kernel (``numpyro.infer.hmc.hmc``) driven by a small loop of our
-own: chains are ``vmap``-ped on one device and the whole transition is jitted
-once per model, with the observed data, the starting points and the inverse mass
+own: all chains advance in one jitted program per model (``vmap``-ped in lockstep on
+an accelerator, one after another on a CPU, see :func:`chains_in_lockstep`), with the observed data, the starting points and the inverse mass
 matrix as *arguments*. So a second observation of the same shape (the
 calibration runs fifty) reuses the compiled sampler, and the mass matrix can be
 the Laplace covariance at the MAP. The loop advances in chunks, which report
@@ -57,6 +57,7 @@ class NutsSettings(NamedTuple):
     max_tree_depth: int
     dense_mass: bool
     adapt_mass: bool
+    lockstep: bool
 
     @classmethod
     def from_config(cls, config: InferConfig) -> NutsSettings:
@@ -66,7 +67,23 @@ class NutsSettings(NamedTuple):
             config.max_tree_depth,
             config.dense_mass,
             config.mass_matrix == "adapt",
+            chains_in_lockstep(),
         )
+
+
+def chains_in_lockstep() -> bool:
+    """Whether the NUTS chains are ``vmap``-ped (True on a GPU or TPU) or run one after
+    another inside the same program (on a CPU).
+
+    A vmapped NUTS transition ends when the longest of the chains' trajectories does,
+    so every chain pays for the longest tree. An accelerator evaluates the batch's
+    gradients in parallel and gains from it; a CPU evaluates a batch of gradients in
+    the time of as many single ones, so there the wait is pure loss: on the seed case
+    (60 × 60, 4 chains) the per-iteration maximum of the leapfrog steps was 1.3–1.5×
+    their mean, at the same 6.7 ms per chain and gradient in both layouts
+    (BENCHMARKS.md, "Chains in lockstep").
+    """
+    return jax.default_backend() != "cpu"
 
 
 def _nuts_program(problem: Problem, settings: NutsSettings):
@@ -103,7 +120,10 @@ def _nuts_program(problem: Problem, settings: NutsSettings):
     def advance(states, data, n):
         def body(i, carry):
             states, buffer = carry
-            states = jax.vmap(sample_kernel, in_axes=(0, None))(states, (data,))
+            if settings.lockstep:
+                states = jax.vmap(sample_kernel, in_axes=(0, None))(states, (data,))
+            else:
+                states = jax.lax.map(lambda state: sample_kernel(state, (data,)), states)
             buffer = jax.tree_util.tree_map(lambda b, r: b.at[i].set(r), buffer, record(states))
             return states, buffer
 
@@ -166,7 +186,7 @@ def run_nuts(
     start: MapResult,
     progress: ProgressFn | None = None,
 ) -> InferenceResult:
-    """NUTS with ``num_chains`` chains vectorised on one device, started around the MAP.
+    """NUTS with ``num_chains`` chains in one program on one device, started around the MAP.
 
     The inverse mass matrix starts as the Laplace covariance at the MAP. With
     ``mass_matrix = "refine"`` (default) the warm-up runs in two halves: after the
