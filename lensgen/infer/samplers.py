@@ -2,12 +2,13 @@
 
 NUTS is NumPyro's kernel (``numpyro.infer.hmc.hmc``) driven by a small loop of our
 own: all chains advance in one jitted program per model (``vmap``-ped in lockstep on
-an accelerator, one after another on a CPU, see :func:`chains_in_lockstep`), with the observed data, the starting points and the inverse mass
-matrix as *arguments*. So a second observation of the same shape (the
-calibration runs fifty) reuses the compiled sampler, and the mass matrix can be
-the Laplace covariance at the MAP. The loop advances in chunks, which report
-progress through a callback, let sampling stop once the effective sample size and
-R-hat targets are met, and cost one compilation for any chunk length.
+an accelerator, one after another on a CPU: :func:`chains_in_lockstep`), with the
+observed data, the starting points and the inverse mass matrix as *arguments*. So a
+second observation of the same shape (the calibration runs fifty) reuses the
+compiled sampler, and the mass matrix can be the Laplace covariance at the MAP. The
+loop advances in chunks, which report progress through a callback, let sampling
+stop once the effective sample size and R-hat targets are met, and cost one
+compilation for any chunk length.
 
 SVI fits a Gaussian guide over the same unconstrained vector, started at the Laplace
 approximation (location = MAP, scale from the inverse Hessian), so the optimisation
@@ -79,8 +80,8 @@ def chains_in_lockstep() -> bool:
     so every chain pays for the longest tree. An accelerator evaluates the batch's
     gradients in parallel and gains from it; a CPU evaluates a batch of gradients in
     the time of as many single ones, so there the wait is pure loss: on the seed case
-    (60 × 60, 4 chains) the per-iteration maximum of the leapfrog steps was 1.3–1.5×
-    their mean, at the same 6.7 ms per chain and gradient in both layouts
+    (60 × 60, 4 chains) the per-iteration maximum of the leapfrog steps was 1.3–1.4×
+    their mean, at the same 6.6–6.9 ms per chain and gradient in both layouts
     (BENCHMARKS.md, "Chains in lockstep").
     """
     return jax.default_backend() != "cpu"
