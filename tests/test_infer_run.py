@@ -6,6 +6,7 @@ a trained network; the seed case with the embedded model is in test_infer_cli.py
 """
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -371,7 +372,7 @@ def test_chains_one_after_another_equal_chains_in_lockstep(nuts_case):
     runs = []
     for lockstep in (True, False):
         settings = NutsSettings.from_config(cfg)._replace(lockstep=lockstep)
-        build = lambda settings=settings: _nuts_program(problem, settings)  # noqa: E731
+        build = functools.partial(_nuts_program, problem, settings)
         init, advance, _ = problem.programs.get(settings, build)  # the CPU's is compiled
         states = init(keys, x0, jnp.asarray(start.mode.cov), problem.data)
         runs.append(advance(states, problem.data, 5)[1])
