@@ -35,6 +35,16 @@ from lensgen.infer.problem import InferConfig, build_problem
 from lensgen.io.fits import read_observation
 
 
+def seed_case(npix: int, pixel_scale: float, seed: int):
+    """The observation ``lensgen simulate --rein 2.3 --seed SEED`` writes at this size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "obs.fits"
+        app(["simulate", "--rein", "2.3", "--seed", str(seed), "--npix", str(npix),
+             "--pixel-scale", str(pixel_scale), "--no-preview", "--out", str(path)],
+            standalone_mode=False)  # fmt: skip
+        return read_observation(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--npix", type=int, default=60)
@@ -45,12 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)  # as `lensgen infer` runs
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "obs.fits"
-        app(["simulate", "--rein", "2.3", "--seed", str(args.seed), "--npix", str(args.npix),
-             "--pixel-scale", str(args.pixel_scale), "--no-preview", "--out", str(path)],
-            standalone_mode=False)  # fmt: skip
-        obs = read_observation(path)
+    obs = seed_case(args.npix, args.pixel_scale, args.seed)
     config = InferConfig(num_warmup=args.num_warmup, num_samples=args.num_samples, target_ess=0)
     problem = build_problem(config, obs)
     t0 = time.perf_counter()

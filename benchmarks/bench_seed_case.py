@@ -3,7 +3,7 @@
 The seed case: SIS θ_E = 2.3″, the learned default source (`lensgen demo`'s
 simulation), double precision as ``lensgen infer`` runs. lensgen's inference runs at
 its defaults (MAP, Laplace mass matrix, short warm-up, 4 vectorised chains, stop at
-ESS ≥ 400 with R-hat < 1.01); reported: wall time (compile + MAP + NUTS), where it
+lens ESS ≥ 400 with R-hat < 1.01); reported: wall time (compile + MAP + NUTS), where it
 went, leapfrog steps per draw, θ_E with its 95 % interval, R-hat and ESS(θ_E).
 
 The reference is the same posterior written by hand as a minimal NumPyro model (the

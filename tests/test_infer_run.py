@@ -264,7 +264,8 @@ def test_nuts_stops_once_the_targets_are_met(nuts_case):
     assert d["converged"] is True
     assert d["draws_per_chain"] < cfg.num_samples  # stopped early
     assert res.samples["lens.0.theta_E"].shape == (2, d["draws_per_chain"])
-    assert min(d["ess"].values()) >= 150 and max(d["rhat"].values()) < 1.01
+    lens_ess = [e for k, e in d["ess"].items() if k.startswith("lens.")]
+    assert lens_ess and min(lens_ess) >= 150 and max(d["rhat"].values()) < 1.01
     assert set(d["timings"]) == {"compile", "warmup", "sampling"}
     assert all(v >= 0 for v in d["timings"].values())
     assert 1 <= d["mean_steps"] < 2**cfg.max_tree_depth
@@ -381,3 +382,47 @@ def test_chains_one_after_another_equal_chains_in_lockstep(nuts_case):
     assert steps_lock[:5].max() > 1  # trajectories, not single steps
     for name in z_lock:
         np.testing.assert_allclose(z_seq[name][:5], z_lock[name][:5], rtol=1e-9, atol=1e-12)
+
+
+def test_the_stopping_rule_waits_for_the_lens_ess_and_every_r_hat():
+    """ESS ≥ target is asked of the lens mass parameters only; R-hat < 1.01 of all."""
+    from lensgen.infer.samplers import _targets_met
+
+    ess = {"lens.0.theta_E": 900.0, "lens.0.center_x": 450.0, "source.0.size": 120.0}
+    rhat = {"lens.0.theta_E": 1.001, "lens.0.center_x": 1.002, "source.0.size": 1.008}
+    assert _targets_met(ess, rhat, 400)
+    assert not _targets_met(ess, rhat, 500)  # lens.0.center_x short of it
+    assert not _targets_met(ess, {**rhat, "source.0.size": 1.02}, 400)
+    # Without a lens site (a light-only model) every site's ESS counts.
+    assert not _targets_met({"source.0.size": 120.0}, {"source.0.size": 1.0}, 400)
+
+
+def test_warmup_trees_stop_at_their_own_depth(nuts_case):
+    """``max_tree_depth_warmup`` caps the warm-up's trees; sampling gets the full depth."""
+    from jax.flatten_util import ravel_pytree
+
+    from lensgen.infer.samplers import NutsSettings, _nuts_program
+
+    cfg, problem, start = nuts_case
+    cfg = dataclasses.replace(cfg, num_warmup=40, max_tree_depth_warmup=1)  # one stage
+    settings = NutsSettings.from_config(cfg)
+    assert settings.max_tree_depth == (1, cfg.max_tree_depth)
+    assert NutsSettings.from_config(
+        dataclasses.replace(cfg, max_tree_depth_warmup=12)
+    ).max_tree_depth == (cfg.max_tree_depth, cfg.max_tree_depth)  # never deeper than sampling
+    init, advance, _ = problem.programs.get(
+        settings, functools.partial(_nuts_program, problem, settings)
+    )
+    flat, unravel = ravel_pytree(start.mode.x)
+    x0 = jax.vmap(unravel)(jnp.stack([flat, flat]))
+    states = init(jax.random.split(jax.random.PRNGKey(9), 2), x0,
+                  jnp.asarray(start.mode.cov), problem.data)  # fmt: skip
+    states, warm = advance(states, problem.data, settings.num_warmup)
+    states, draws = advance(states, problem.data, 10)
+    np.testing.assert_array_equal(warm[4][: settings.num_warmup], 1)  # one leapfrog step
+    assert draws[4][:10].max() > 1
+
+
+def test_tree_depths_outside_1_to_15_are_refused():
+    with pytest.raises(LensgenError, match="max_tree_depth_warmup must be in 1..15, got 0"):
+        dataclasses.replace(FAST, max_tree_depth_warmup=0)

@@ -21,7 +21,8 @@ KEYS = {
     for name in (
         "method", "priors", "source_model", "lens", "source", "lens_light", "latent_prior",
         "likelihood", "mask", "exptime", "background_rms", "num_chains", "num_warmup",
-        "num_samples", "target_ess", "target_accept", "max_tree_depth", "svi_guide",
+        "num_samples", "target_ess", "target_accept", "max_tree_depth",
+        "max_tree_depth_warmup", "svi_guide",
         "svi_steps", "svi_lr", "map_steps", "map_restarts", "shapelet_order", "source_grid", "compare_sources",
     )
 }  # fmt: skip
@@ -121,14 +122,19 @@ def infer(
     target_ess: int | None = typer.Option(
         None,
         "--target-ess",
-        help="Effective sample size every scalar parameter must reach before NUTS stops "
-        "(default 400; 0 draws all --num-samples).",
+        help="Effective sample size every lens mass parameter must reach (with R-hat < "
+        "1.01 for all) before NUTS stops (default 400; 0 draws all --num-samples).",
     ),
     target_accept: float | None = typer.Option(
         None, "--target-accept", help="NUTS target acceptance (default 0.8)."
     ),
     max_tree_depth: int | None = typer.Option(
         None, "--max-tree-depth", help="NUTS maximum tree depth (default 8)."
+    ),
+    max_tree_depth_warmup: int | None = typer.Option(
+        None,
+        "--max-tree-depth-warmup",
+        help="NUTS maximum tree depth during the warm-up (default 5; at most --max-tree-depth).",
     ),
     svi_guide: str | None = typer.Option(
         None,

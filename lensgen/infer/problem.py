@@ -61,8 +61,10 @@ class InferConfig:
     fits ``vae``, ``pixels`` and ``vae+pixels`` by MAP and reports their evidence
     (:mod:`lensgen.infer.compare`).
     NUTS draws up to ``num_samples`` per chain after ``num_warmup`` and stops early
-    once every scalar parameter has R-hat < 1.01 and an effective sample size of at
-    least ``target_ess`` (0: always draw ``num_samples``).
+    once every scalar parameter has R-hat < 1.01 and every lens mass parameter
+    (``lens.*``) an effective sample size of at least ``target_ess`` (0: always draw
+    ``num_samples``). Its trees are at most ``max_tree_depth`` deep while sampling and
+    ``max_tree_depth_warmup`` deep during the warm-up.
     """
 
     method: Literal["nuts", "svi", "map", "nuts+svi"] = "nuts"
@@ -84,6 +86,7 @@ class InferConfig:
     target_ess: int = 400
     target_accept: float = 0.8
     max_tree_depth: int = 8
+    max_tree_depth_warmup: int = 5
     dense_mass: bool = True
     mass_matrix: Literal["refine", "laplace", "adapt"] = "refine"
     map_steps: int = 600
@@ -114,8 +117,9 @@ class InferConfig:
             raise ConfigError(
                 f"source_grid must be in 3..100 (nodes a side), got {self.source_grid}"
             )
-        if not 1 <= self.max_tree_depth <= 15:
-            raise ConfigError(f"max_tree_depth must be in 1..15, got {self.max_tree_depth}")
+        for name in ("max_tree_depth", "max_tree_depth_warmup"):
+            if not 1 <= getattr(self, name) <= 15:
+                raise ConfigError(f"{name} must be in 1..15, got {getattr(self, name)}")
         for name in ("svi_lr", "map_lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -41,6 +41,8 @@ SVI_DRAW_BATCH = 500
 """Posterior draws of a fitted SVI guide per compiled call."""
 RHAT_TARGET = 1.01
 """NUTS stops early only once every scalar parameter's split R-hat is below this."""
+ESS_GROUP = "lens."
+"""Sites whose ESS must reach ``target_ess`` (the lens mass); the others need only R-hat."""
 MIN_DRAWS = 100
 """Draws per chain before the early-stopping check starts (R-hat needs some length)."""
 MIN_REFINE = 40
@@ -55,7 +57,7 @@ class NutsSettings(NamedTuple):
 
     num_warmup: int
     target_accept: float
-    max_tree_depth: int
+    max_tree_depth: tuple[int, int]
     dense_mass: bool
     adapt_mass: bool
     lockstep: bool
@@ -65,7 +67,7 @@ class NutsSettings(NamedTuple):
         return cls(
             _warmup_stages(config)[0],
             config.target_accept,
-            config.max_tree_depth,
+            (min(config.max_tree_depth_warmup, config.max_tree_depth), config.max_tree_depth),
             config.dense_mass,
             config.mass_matrix == "adapt",
             chains_in_lockstep(),
@@ -175,9 +177,22 @@ def _convergence(z: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, 
     return ess, rhat
 
 
+def _ess_sites(ess: dict[str, float]) -> dict[str, float]:
+    """The ESS of the lens mass parameters (of every site if there is none)."""
+    return {k: v for k, v in ess.items() if k.startswith(ESS_GROUP)} or ess
+
+
 def _targets_met(ess: dict[str, float], rhat: dict[str, float], target: int) -> bool:
+    """Every lens mass parameter at ESS ≥ ``target`` and every parameter at R-hat < 1.01.
+
+    The source's and the lens light's parameters are nuisances for the lens: their ESS
+    is reported but does not hold sampling up. The learned source's size and flux mix
+    3–5× slower than θ_E (they trade off against the latent), so requiring the target
+    of them too doubled the draws on the seed case (BENCHMARKS.md, "Warm-up trees").
+    """
     worst_rhat = max((r for r in rhat.values() if np.isfinite(r)), default=1.0)
-    return bool(ess) and min(ess.values()) >= target and worst_rhat < RHAT_TARGET
+    lens = _ess_sites(ess)
+    return bool(lens) and min(lens.values()) >= target and worst_rhat < RHAT_TARGET
 
 
 def run_nuts(
@@ -197,9 +212,12 @@ def run_nuts(
     adaptation starts from it. Chains start at independent
     draws from the Laplace approximation with half its width, so R-hat stays
     meaningful. After ``MIN_DRAWS`` draws per chain, sampling stops at the first chunk
-    where every scalar parameter has R-hat < ``RHAT_TARGET`` and ESS ≥
-    ``config.target_ess``, else after ``num_samples`` draws with a one-line warning
-    naming what was reached.
+    where every scalar parameter has R-hat < ``RHAT_TARGET`` and every lens mass
+    parameter ESS ≥ ``config.target_ess`` (:func:`_targets_met`), else after
+    ``num_samples`` draws with a one-line warning naming what was reached. Trees are
+    at most ``config.max_tree_depth_warmup`` deep in the warm-up, whose draws serve
+    only to adapt the step size and the mass matrix, and ``config.max_tree_depth``
+    deep while sampling.
     """
     t0 = time.perf_counter()
     compile0 = problem.programs.compile_seconds
@@ -258,7 +276,7 @@ def run_nuts(
                 z = {k: np.concatenate([p[0][k] for p in pieces]).swapaxes(0, 1) for k in x0}
                 ess, rhat = _convergence(z)
                 converged = _targets_met(ess, rhat, config.target_ess)
-                status += f", min ESS {min(ess.values(), default=0):.0f}"
+                status += f", min lens ESS {min(_ess_sites(ess).values(), default=0):.0f}"
         if progress is not None:
             label = "NUTS warm-up" if phase == "warmup" else "NUTS sampling"
             progress(label, done, total, status)
@@ -278,7 +296,8 @@ def run_nuts(
     ess, rhat = _convergence(scalars)
     converged = _targets_met(ess, rhat, config.target_ess) if config.target_ess else None
     if converged is False:
-        worst_ess = min(ess, key=ess.get)
+        lens = _ess_sites(ess)
+        worst_ess = min(lens, key=lens.get)
         worst_rhat = max(rhat, key=lambda k: rhat[k] if np.isfinite(rhat[k]) else -1.0)
         warnings.warn(
             f"NUTS did not reach its targets in {drawn} draws per chain: ESS({worst_ess}) "
