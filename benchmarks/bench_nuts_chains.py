@@ -45,16 +45,20 @@ def seed_case(npix: int, pixel_scale: float, seed: int):
         return read_observation(path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def seed_case_arguments(description: str, num_samples: int) -> argparse.ArgumentParser:
+    """The command-line options of a fixed-length NUTS run on the seed case."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--npix", type=int, default=60)
     parser.add_argument("--pixel-scale", type=float, default=0.133)
     parser.add_argument("--num-warmup", type=int, default=200)
-    parser.add_argument("--num-samples", type=int, default=150)
+    parser.add_argument("--num-samples", type=int, default=num_samples)
     parser.add_argument("--seed", type=int, default=11)
-    args = parser.parse_args()
-    jax.config.update("jax_enable_x64", True)  # as `lensgen infer` runs
+    return parser
 
+
+def seed_case_start(args: argparse.Namespace):
+    """The seed case's config (fixed length: no early stop), problem and MAP, in x64."""
+    jax.config.update("jax_enable_x64", True)  # as `lensgen infer` runs
     obs = seed_case(args.npix, args.pixel_scale, args.seed)
     config = InferConfig(num_warmup=args.num_warmup, num_samples=args.num_samples, target_ess=0)
     problem = build_problem(config, obs)
@@ -62,6 +66,12 @@ def main() -> None:
     start = find_map(jax.random.key(0), problem, config)
     print(f"MAP: {time.perf_counter() - t0:.1f} s, chi2/N {start.chi2:.3f}")
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    return config, problem, start
+
+
+def main() -> None:
+    args = seed_case_arguments(__doc__.splitlines()[0], num_samples=150).parse_args()
+    config, problem, start = seed_case_start(args)
 
     print("| layout | NUTS wall s | compile | warm-up | sampling | mean steps/draw "
           "| longest chain's steps | ms per chain-gradient |")  # fmt: skip

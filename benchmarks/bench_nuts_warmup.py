@@ -19,39 +19,23 @@ Run: ``python benchmarks/bench_nuts_warmup.py [--npix 60] [--runs 8:1,5:1,8:2,5:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
 import jax
 import numpy as np
-from bench_nuts_chains import seed_case
+from bench_nuts_chains import seed_case_arguments, seed_case_start
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
-from lensgen.infer.mapfit import find_map
-from lensgen.infer.problem import InferConfig, build_problem
-from lensgen.infer.samplers import ESS_GROUP, run_nuts
+from lensgen.infer.samplers import ESS_GROUPS, run_nuts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--npix", type=int, default=60)
-    parser.add_argument("--pixel-scale", type=float, default=0.133)
-    parser.add_argument("--num-warmup", type=int, default=200)
-    parser.add_argument("--num-samples", type=int, default=300)
+    parser = seed_case_arguments(__doc__.splitlines()[0], num_samples=300)
     parser.add_argument("--runs", default="8:1,5:1,8:2,5:2", help="depth:key,...")
-    parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    jax.config.update("jax_enable_x64", True)  # as `lensgen infer` runs
     runs = [tuple(int(x) for x in run.split(":")) for run in args.runs.split(",")]
-
-    obs = seed_case(args.npix, args.pixel_scale, args.seed)
-    config = InferConfig(num_warmup=args.num_warmup, num_samples=args.num_samples, target_ess=0)
-    problem = build_problem(config, obs)
-    t0 = time.perf_counter()
-    start = find_map(jax.random.key(0), problem, config)
-    print(f"MAP: {time.perf_counter() - t0:.1f} s, chi2/N {start.chi2:.3f}")
-    print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    config, problem, start = seed_case_start(args)
     for depth, key in runs:
         cfg = dataclasses.replace(config, max_tree_depth_warmup=depth)
         t0 = time.perf_counter()
@@ -68,7 +52,7 @@ def main() -> None:
         for n in range(100, args.num_samples + 1, 50):
             ess = {k: float(effective_sample_size(v[:, :n])) for k, v in scalars.items()}
             rhat = {k: float(split_gelman_rubin(v[:, :n])) for k, v in scalars.items()}
-            lens = {k: e for k, e in ess.items() if k.startswith(ESS_GROUP)}
+            lens = {k: e for k, e in ess.items() if k.startswith(ESS_GROUPS)}
             worst = max(rhat, key=rhat.get)
             print(f"  {n} draws/chain: min ESS {min(ess.values()):.0f} ({min(ess, key=ess.get)}), "
                   f"lens {min(lens.values()):.0f} ({min(lens, key=lens.get)}), theta_E "

@@ -385,7 +385,7 @@ def test_chains_one_after_another_equal_chains_in_lockstep(nuts_case):
 
 
 def test_the_stopping_rule_waits_for_the_lens_ess_and_every_r_hat():
-    """ESS ≥ target is asked of the lens mass parameters only; R-hat < 1.01 of all."""
+    """ESS ≥ target is asked of the mass parameters only; R-hat < 1.01 of all."""
     from lensgen.infer.samplers import _targets_met
 
     ess = {"lens.0.theta_E": 900.0, "lens.0.center_x": 450.0, "source.0.size": 120.0}
@@ -393,6 +393,8 @@ def test_the_stopping_rule_waits_for_the_lens_ess_and_every_r_hat():
     assert _targets_met(ess, rhat, 400)
     assert not _targets_met(ess, rhat, 500)  # lens.0.center_x short of it
     assert not _targets_met(ess, {**rhat, "source.0.size": 1.02}, 400)
+    with_subhalo = ({**ess, "subhalo.0.log10_m": 300.0}, {**rhat, "subhalo.0.log10_m": 1.0})
+    assert not _targets_met(*with_subhalo, 400)  # a subhalo is a mass parameter too
     # Without a lens site (a light-only model) every site's ESS counts.
     assert not _targets_met({"source.0.size": 120.0}, {"source.0.size": 1.0}, 400)
 

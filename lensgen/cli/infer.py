@@ -122,8 +122,8 @@ def infer(
     target_ess: int | None = typer.Option(
         None,
         "--target-ess",
-        help="Effective sample size every lens mass parameter must reach (with R-hat < "
-        "1.01 for all) before NUTS stops (default 400; 0 draws all --num-samples).",
+        help="Effective sample size every mass parameter (lens, subhalos) must reach, with "
+        "R-hat < 1.01 for all, before NUTS stops (default 400; 0 draws all --num-samples).",
     ),
     target_accept: float | None = typer.Option(
         None, "--target-accept", help="NUTS target acceptance (default 0.8)."

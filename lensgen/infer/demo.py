@@ -42,8 +42,8 @@ FIELD_OF_VIEW = 8.0
 class DemoConfig:
     """Settings of ``lensgen demo`` (a 60 × 60 image; a few minutes on a 2-core CPU).
 
-    NUTS stops once every lens mass parameter has ESS ≥ ``target_ess`` and every
-    parameter R-hat < 1.01 (at most ``num_samples`` draws per chain).
+    NUTS stops once every mass parameter has ESS ≥ ``target_ess`` and every parameter
+    R-hat < 1.01 (at most ``num_samples`` draws per chain).
     """
 
     rein: float = 2.3

@@ -61,8 +61,8 @@ class InferConfig:
     fits ``vae``, ``pixels`` and ``vae+pixels`` by MAP and reports their evidence
     (:mod:`lensgen.infer.compare`).
     NUTS draws up to ``num_samples`` per chain after ``num_warmup`` and stops early
-    once every scalar parameter has R-hat < 1.01 and every lens mass parameter
-    (``lens.*``) an effective sample size of at least ``target_ess`` (0: always draw
+    once every scalar parameter has R-hat < 1.01 and every mass parameter (``lens.*``,
+    ``subhalo.*``) an effective sample size of at least ``target_ess`` (0: always draw
     ``num_samples``). Its trees are at most ``max_tree_depth`` deep while sampling and
     ``max_tree_depth_warmup`` deep during the warm-up.
     """

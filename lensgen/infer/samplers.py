@@ -41,8 +41,8 @@ SVI_DRAW_BATCH = 500
 """Posterior draws of a fitted SVI guide per compiled call."""
 RHAT_TARGET = 1.01
 """NUTS stops early only once every scalar parameter's split R-hat is below this."""
-ESS_GROUP = "lens."
-"""Sites whose ESS must reach ``target_ess`` (the lens mass); the others need only R-hat."""
+ESS_GROUPS = ("lens.", "subhalo.")
+"""Sites whose ESS must reach ``target_ess`` (the mass model); the others need only R-hat."""
 MIN_DRAWS = 100
 """Draws per chain before the early-stopping check starts (R-hat needs some length)."""
 MIN_REFINE = 40
@@ -178,17 +178,19 @@ def _convergence(z: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, 
 
 
 def _ess_sites(ess: dict[str, float]) -> dict[str, float]:
-    """The ESS of the lens mass parameters (of every site if there is none)."""
-    return {k: v for k, v in ess.items() if k.startswith(ESS_GROUP)} or ess
+    """The ESS of the mass model's parameters (of every site if there is none)."""
+    return {k: v for k, v in ess.items() if k.startswith(ESS_GROUPS)} or ess
 
 
 def _targets_met(ess: dict[str, float], rhat: dict[str, float], target: int) -> bool:
-    """Every lens mass parameter at ESS ≥ ``target`` and every parameter at R-hat < 1.01.
+    """Every mass parameter (lens and subhalos) at ESS ≥ ``target`` and every parameter
+    at R-hat < 1.01.
 
     The source's and the lens light's parameters are nuisances for the lens: their ESS
-    is reported but does not hold sampling up. The learned source's size and flux mix
-    3–5× slower than θ_E (they trade off against the latent), so requiring the target
-    of them too doubled the draws on the seed case (BENCHMARKS.md, "Warm-up trees").
+    is reported but does not hold sampling up. The learned source's size, flux and
+    centre trade off against the latent and mix more slowly than the lens: on the seed
+    case at 300 draws per chain their smallest ESS was 280–317 where the lens's was
+    450–640 and θ_E's 1100–1350 (BENCHMARKS.md, "Warm-up trees and the stopping rule").
     """
     worst_rhat = max((r for r in rhat.values() if np.isfinite(r)), default=1.0)
     lens = _ess_sites(ess)
@@ -212,8 +214,8 @@ def run_nuts(
     adaptation starts from it. Chains start at independent
     draws from the Laplace approximation with half its width, so R-hat stays
     meaningful. After ``MIN_DRAWS`` draws per chain, sampling stops at the first chunk
-    where every scalar parameter has R-hat < ``RHAT_TARGET`` and every lens mass
-    parameter ESS ≥ ``config.target_ess`` (:func:`_targets_met`), else after
+    where every scalar parameter has R-hat < ``RHAT_TARGET`` and every mass parameter
+    ESS ≥ ``config.target_ess`` (:func:`_targets_met`), else after
     ``num_samples`` draws with a one-line warning naming what was reached. Trees are
     at most ``config.max_tree_depth_warmup`` deep in the warm-up, whose draws serve
     only to adapt the step size and the mass matrix, and ``config.max_tree_depth``
@@ -276,7 +278,7 @@ def run_nuts(
                 z = {k: np.concatenate([p[0][k] for p in pieces]).swapaxes(0, 1) for k in x0}
                 ess, rhat = _convergence(z)
                 converged = _targets_met(ess, rhat, config.target_ess)
-                status += f", min lens ESS {min(_ess_sites(ess).values(), default=0):.0f}"
+                status += f", min mass ESS {min(_ess_sites(ess).values(), default=0):.0f}"
         if progress is not None:
             label = "NUTS warm-up" if phase == "warmup" else "NUTS sampling"
             progress(label, done, total, status)
