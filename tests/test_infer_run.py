@@ -264,8 +264,8 @@ def test_nuts_stops_once_the_targets_are_met(nuts_case):
     assert d["converged"] is True
     assert d["draws_per_chain"] < cfg.num_samples  # stopped early
     assert res.samples["lens.0.theta_E"].shape == (2, d["draws_per_chain"])
-    lens_ess = [e for k, e in d["ess"].items() if k.startswith("lens.")]
-    assert lens_ess and min(lens_ess) >= 150 and max(d["rhat"].values()) < 1.01
+    mass_ess = [e for k, e in d["ess"].items() if k.startswith("lens.")]
+    assert mass_ess and min(mass_ess) >= 150 and max(d["rhat"].values()) < 1.01
     assert set(d["timings"]) == {"compile", "warmup", "sampling"}
     assert all(v >= 0 for v in d["timings"].values())
     assert 1 <= d["mean_steps"] < 2**cfg.max_tree_depth
@@ -384,7 +384,7 @@ def test_chains_one_after_another_equal_chains_in_lockstep(nuts_case):
         np.testing.assert_allclose(z_seq[name][:5], z_lock[name][:5], rtol=1e-9, atol=1e-12)
 
 
-def test_the_stopping_rule_waits_for_the_lens_ess_and_every_r_hat():
+def test_the_stopping_rule_waits_for_the_mass_ess_and_every_r_hat():
     """ESS ≥ target is asked of the mass parameters only; R-hat < 1.01 of all."""
     from lensgen.infer.samplers import _targets_met
 

@@ -193,8 +193,8 @@ def _targets_met(ess: dict[str, float], rhat: dict[str, float], target: int) -> 
     450–640 and θ_E's 1100–1350 (BENCHMARKS.md, "Warm-up trees and the stopping rule").
     """
     worst_rhat = max((r for r in rhat.values() if np.isfinite(r)), default=1.0)
-    lens = _ess_sites(ess)
-    return bool(lens) and min(lens.values()) >= target and worst_rhat < RHAT_TARGET
+    mass = _ess_sites(ess)
+    return bool(mass) and min(mass.values()) >= target and worst_rhat < RHAT_TARGET
 
 
 def run_nuts(
@@ -298,8 +298,8 @@ def run_nuts(
     ess, rhat = _convergence(scalars)
     converged = _targets_met(ess, rhat, config.target_ess) if config.target_ess else None
     if converged is False:
-        lens = _ess_sites(ess)
-        worst_ess = min(lens, key=lens.get)
+        mass = _ess_sites(ess)
+        worst_ess = min(mass, key=mass.get)
         worst_rhat = max(rhat, key=lambda k: rhat[k] if np.isfinite(rhat[k]) else -1.0)
         warnings.warn(
             f"NUTS did not reach its targets in {drawn} draws per chain: ESS({worst_ess}) "
