@@ -31,7 +31,7 @@ def demo(
     npix: int = typer.Option(60, "--npix", help="Image size in pixels."),
     num_warmup: int = typer.Option(200, "--num-warmup", help="NUTS warm-up steps per chain."),
     num_samples: int = typer.Option(
-        300, "--num-samples", help="Most NUTS draws per chain (stops at --target-ess)."
+        500, "--num-samples", help="Most NUTS draws per chain (stops at --target-ess)."
     ),
     num_chains: int = typer.Option(2, "--num-chains", help="NUTS chains (vectorised)."),
     target_ess: int = typer.Option(

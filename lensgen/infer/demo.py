@@ -49,7 +49,7 @@ class DemoConfig:
     rein: float = 2.3
     npix: int = 60
     num_warmup: int = 200
-    num_samples: int = 300
+    num_samples: int = 500
     num_chains: int = 2
     target_ess: int = 200
     # Depth 5 (≤ 31 leapfrog steps per draw) bounds the demo's run time: the learned
