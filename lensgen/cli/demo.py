@@ -35,7 +35,7 @@ def demo(
     ),
     num_chains: int = typer.Option(2, "--num-chains", help="NUTS chains (vectorised)."),
     target_ess: int = typer.Option(
-        200, "--target-ess", help="ESS every lens parameter must reach (R-hat < 1.01 for all)."
+        200, "--target-ess", help="ESS every mass parameter must reach (R-hat < 1.01 for all)."
     ),
     svi_steps: int = typer.Option(1000, "--svi-steps", help="SVI steps."),
     map_steps: int = typer.Option(600, "--map-steps", help="MAP Adam steps per restart."),
