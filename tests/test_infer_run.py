@@ -56,7 +56,7 @@ def test_map_recovers_the_injected_lens(map_case):
     assert 0.8 < chi2 < 1.25  # the MAP model fits the data to the noise
     assert res.chi2 == pytest.approx(chi2, rel=1e-3)
     assert res.point["source.0.flux"] == pytest.approx(40.0, rel=0.05)
-    # The source is placed by its light: centroid and RMS radius are measured directly,
+    # The source is placed by its light: centroid and core radius are measured directly,
     assert res.point["source.0.size"] == pytest.approx(TRUTH["source.0.size"], rel=0.02)
     assert res.point["source.0.center_x"] == pytest.approx(TRUTH["source.0.center_x"], abs=0.01)
     # and the latent its shape and orientation (the rotation phi_G is fixed).

@@ -11,26 +11,55 @@ from lensgen.infer.run import build_problem
 from lensgen.infer.samplers import refined_inverse_mass
 from lensgen.infer.starts import estimate_geometry, source_moments
 from lensgen.lensing.light import interpolated
-from lensgen.source.model import interpol_params
+from lensgen.source.model import core_moments, interpol_params, light_moments
 
 
-@pytest.mark.parametrize("phi", [0.0, 0.7, -2.1])
-def test_the_rendered_source_has_the_requested_flux_centroid_and_size(phi):
-    """Exact: INTERPOL's bilinear interpolant of the placed stamp integrates to ``flux``,
-    has its light centroid at (center_x, center_y) and RMS radius ``size``."""
-    rng = np.random.default_rng(0)
-    stamp = BlobSource().decode(jnp.asarray([0.3, 0.8])) * (1 + 0.2 * rng.random((24, 24)))
-    p = interpol_params(jnp.asarray(stamp), 37.0, 0.11, -0.23, 0.16, phi)
+def _rendered(stamp, flux, cx, cy, size, phi):
+    """Light of the placed stamp on a fine grid: (light per cell, x, y)."""
+    p = interpol_params(jnp.asarray(stamp), flux, cx, cy, size, phi)
     h = 0.002
     x = (np.arange(1000) - 499.5) * h
     xx, yy = np.meshgrid(x, x)
-    light = np.asarray(interpolated(xx, yy, **p)) * h * h
+    return np.asarray(interpolated(xx, yy, **p)) * h * h, xx, yy
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.7, -2.1])
+def test_the_rendered_source_has_the_requested_centroid_and_core(phi):
+    """Exact: INTERPOL's bilinear interpolant of the placed stamp has its light
+    centroid at (center_x, center_y), integrates to ``flux`` Σd / F_c and has the pixel
+    scale ``size`` / r_c (core flux F_c and radius r_c of the stamp, core_moments)."""
+    rng = np.random.default_rng(0)
+    stamp = BlobSource().decode(jnp.asarray([0.3, 0.8])) * (1 + 0.2 * rng.random((24, 24)))
+    light, xx, yy = _rendered(stamp, 37.0, 0.11, -0.23, 0.16, phi)
     total = light.sum()
     cx, cy = (light * xx).sum() / total, (light * yy).sum() / total
-    r = np.sqrt((light * ((xx - cx) ** 2 + (yy - cy) ** 2)).sum() / total)
-    assert total == pytest.approx(37.0, rel=1e-6)
+    core, _, _, r_core = (float(a) for a in core_moments(jnp.asarray(stamp)))
+    assert total == pytest.approx(37.0 * float(np.sum(stamp)) / core, rel=2e-5)
     assert (cx, cy) == pytest.approx((0.11, -0.23), abs=1e-6)
-    assert r == pytest.approx(0.16, rel=1e-5)
+    # The interpolant's RMS radius is the stamp's, in arcsec at scale size / r_c.
+    rms = np.sqrt((light * ((xx - cx) ** 2 + (yy - cy) ** 2)).sum() / total)
+    r_rms = float(light_moments(jnp.asarray(stamp))[3])
+    assert rms == pytest.approx(r_rms * 0.16 / r_core, rel=1e-5)
+
+
+def test_the_core_of_a_gaussian_galaxy_is_its_total_flux_and_rms_radius():
+    """For a Gaussian galaxy the core flux and radius are its total flux and RMS radius;
+    faint wings added to it change the total and RMS radius a lot, the core little."""
+    v, u = np.meshgrid(np.arange(48) - 23.5, np.arange(48) - 23.5, indexing="ij")
+    gauss = np.exp(-0.5 * ((u - 1.3) ** 2 + (v + 0.7) ** 2) / 3.5**2)
+    light, xx, yy = _rendered(gauss, 50.0, 0.05, 0.03, 0.18, 0.4)
+    total = light.sum()
+    rms = np.sqrt((light * ((xx - 0.05) ** 2 + (yy - 0.03) ** 2)).sum() / total)
+    assert total == pytest.approx(50.0, rel=1e-6)
+    assert rms == pytest.approx(0.18, rel=1e-6)
+    wings = gauss + 0.02 * np.exp(-np.hypot(u, v) / 10.0)  # 2 % of the peak
+    total_w, _, _, rms_w = (float(a) for a in light_moments(jnp.asarray(wings)))
+    core_w, _, _, core_r = (float(a) for a in core_moments(jnp.asarray(wings)))
+    total_g, _, _, rms_g = (float(a) for a in light_moments(jnp.asarray(gauss)))
+    # 12 % more light and a 38 % larger RMS radius, but a core within 2.5 %.
+    assert total_w / total_g > 1.1 and rms_w / rms_g > 1.35
+    assert core_w / total_g == pytest.approx(1.0, abs=0.025)
+    assert core_r / rms_g == pytest.approx(1.0, abs=0.025)
 
 
 def test_a_latent_that_only_resizes_the_galaxy_leaves_the_image_unchanged():

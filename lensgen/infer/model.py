@@ -13,11 +13,12 @@ Source options
     is a bijection this *is* the flow prior on z, and the geometry NUTS sees is the
     (nearly Gaussian) one of u. Without a flow (or ``latent_prior="normal"``)
     z ~ N(0, I). The decoded galaxy is placed by its light, not by its pixel grid
-    (:func:`lensgen.source.model.interpol_params`): ``flux`` is its total flux
-    (counts/s), ``center_x``/``center_y`` its light centroid and ``size`` its RMS
-    radius (arcsec), so the latent directions that shift, grow or brighten the decoded
-    galaxy leave the image unchanged and only the prior holds them: the posterior
-    has no ridge between the latent and these parameters. ``phi_G`` is fixed at 0
+    (:func:`lensgen.source.model.interpol_params`): ``flux`` is the flux of its
+    bright core (counts/s), ``center_x``/``center_y`` its light centroid and ``size``
+    its core radius (arcsec) (:func:`lensgen.source.model.core_moments`), so the latent
+    directions that shift, grow or brighten the decoded galaxy, or change its faint
+    wings, leave the image's bright core unchanged and only the prior holds them: the
+    posterior has no ridge between the latent and these parameters. ``phi_G`` is fixed at 0
     by default because the latent carries orientation (the training set holds every
     orientation, and augmentation adds flips and 90° turns); a prior frees it. This
     is the convention of ``lensgen simulate`` (``[[source]] type = "VAE"``).

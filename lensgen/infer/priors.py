@@ -79,7 +79,7 @@ _DEFAULTS: dict[str, str] = {
     "source.center_y": "Normal(0.0, 0.3)",
     "source.flux": "LogNormal(3.0, 1.5)",
     "source.amp": "LogNormal(1.0, 2.0)",
-    # The learned source: RMS radius of its light (arcsec); its orientation is carried
+    # The learned source: core radius of its light (arcsec); its orientation is carried
     # by the latent, so the extra rotation is fixed unless a prior frees it.
     "source.size": "LogNormal(-1.7, 0.7)",
     "source.phi_G": "Fixed(0.0)",

@@ -187,10 +187,12 @@ def _targets_met(ess: dict[str, float], rhat: dict[str, float], target: int) -> 
     at R-hat < 1.01.
 
     The source's and the lens light's parameters are nuisances for the lens: their ESS
-    is reported but does not hold sampling up. The learned source's size, flux and
-    centre trade off against the latent and mix more slowly than the lens: on the seed
-    case at 300 draws per chain their smallest ESS was 280–317 where the lens's was
-    450–640 and θ_E's 1100–1350 (BENCHMARKS.md, "Warm-up trees and the stopping rule").
+    is reported but does not hold sampling up, while R-hat covers them. Since the
+    learned source is placed by its core (:func:`lensgen.source.model.core_moments`),
+    its parameters mix at about the lens's rate (seed case, 250 draws per chain:
+    source ESS 394–1092, lens 614–1206; BENCHMARKS.md, "Core placement of the learned
+    source"). A source whose posterior keeps a ridge that the placement does not remove
+    should not hold up a lens that has converged.
     """
     worst_rhat = max((r for r in rhat.values() if np.isfinite(r)), default=1.0)
     mass = _ess_sites(ess)

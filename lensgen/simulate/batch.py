@@ -4,9 +4,9 @@ One lens (:func:`simulate_observation`) or a vmapped batch of ``n`` lenses
 (:func:`simulate_batch`) from a :class:`~lensgen.simulate.scene.SimulateConfig`.
 The learned source (``type = "VAE"``) is rendered as lenstronomy's ``INTERPOL``
 profile of the decoded stamp, placed by its light
-(:func:`lensgen.source.model.interpol_params`): total flux ``flux`` counts/s, light
-centroid ``center_x``/``center_y`` and RMS radius ``size`` arcsec, as ``lensgen
-infer`` parametrises it.
+(:func:`lensgen.source.model.interpol_params`): core flux ``flux`` counts/s, light
+centroid ``center_x``/``center_y`` and core radius ``size`` arcsec
+(:func:`lensgen.source.model.core_moments`), as ``lensgen infer`` parametrises it.
 A ``[substructure]`` section adds one ``"SUBHALOS"`` lens component (``(K,)`` arrays,
 :mod:`lensgen.lensing.substructure`) whose truths go to a ``SUBHALOS`` FITS table.
 """
@@ -171,7 +171,7 @@ def _check_vae_params(comp: Component, where: str) -> None:
         if name == "scale":
             raise LensgenError(
                 f"{where} (VAE): 'scale' is no longer a parameter of the learned source; give "
-                "'size', the RMS radius of its light in arcsec (0.18 ≈ the old scale = 0.03)"
+                "'size', the core radius of its light in arcsec (0.18 ≈ the old scale = 0.03)"
             )
         if name not in VAE_PARAMS and name != "z":
             raise LensgenError(
