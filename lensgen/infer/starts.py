@@ -28,7 +28,7 @@ from numpyro.distributions.transforms import biject_to
 from lensgen.infer.model import likelihood_sigma
 from lensgen.infer.problem import Problem
 from lensgen.lensing.grid import pixel_centres
-from lensgen.source.model import light_moments
+from lensgen.source.model import light_moments, stamp_coordinates
 
 CANDIDATES = 256
 """Prior draws of the latent among which the starts' latents are chosen."""
@@ -106,12 +106,8 @@ def _decoded_ellipticity(problem: Problem, latent: jnp.ndarray) -> np.ndarray:
     def one(v):
         d = model.decode(to_z(v))
         total, u_bar, v_bar, _ = light_moments(d)
-        h, w = d.shape
-        vv, uu = jnp.meshgrid(
-            jnp.arange(h, dtype=d.dtype) - (h - 1) / 2 - v_bar,
-            jnp.arange(w, dtype=d.dtype) - (w - 1) / 2 - u_bar,
-            indexing="ij",
-        )
+        uu, vv = stamp_coordinates(d)
+        uu, vv = uu - u_bar, vv - v_bar
         quu, qvv, quv = (jnp.sum(d * a) / total for a in (uu * uu, vv * vv, uu * vv))
         return jnp.stack([(quu - qvv) / (quu + qvv), 2 * quv / (quu + qvv)])
 

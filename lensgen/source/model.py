@@ -206,16 +206,11 @@ keep their meaning.
 """
 
 
-def light_moments(
-    decoded: jnp.ndarray,
-) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Total, centroid (u, v) and RMS radius of a decoded stamp, in decoded pixels.
+def stamp_coordinates(decoded: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(u, v) of every pixel of an (H, W) stamp, in pixels from its centre.
 
-    Pixel (row i, column j) of an (H, W) stamp sits at u = j − (W − 1)/2,
-    v = i − (H − 1)/2 (the INTERPOL convention of :func:`lensgen.lensing.light.interpol`).
-    The RMS radius is that of INTERPOL's bilinear interpolant of the stamp: the pixel
-    moment Σ d [(u − ū)² + (v − v̄)²] / Σ d plus 1/3 pixel², the second moment of the
-    unit tent kernel in two dimensions (the interpolant keeps the total and centroid).
+    Pixel (row i, column j) sits at u = j − (W − 1)/2, v = i − (H − 1)/2 (the INTERPOL
+    convention of :func:`lensgen.lensing.light.interpol`).
     """
     h, w = decoded.shape
     v, u = jnp.meshgrid(
@@ -223,6 +218,20 @@ def light_moments(
         jnp.arange(w, dtype=decoded.dtype) - (w - 1) / 2,
         indexing="ij",
     )
+    return u, v
+
+
+def light_moments(
+    decoded: jnp.ndarray,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Total, centroid (u, v) and RMS radius of a decoded stamp, in decoded pixels.
+
+    Pixels sit at :func:`stamp_coordinates`. The RMS radius is that of INTERPOL's
+    bilinear interpolant of the stamp: the pixel moment Σ d [(u − ū)² + (v − v̄)²] / Σ d
+    plus 1/3 pixel², the second moment of the unit tent kernel in two dimensions (the
+    interpolant keeps the total and centroid).
+    """
+    u, v = stamp_coordinates(decoded)
     total = jnp.sum(decoded)
     u_bar = jnp.sum(decoded * u) / total
     v_bar = jnp.sum(decoded * v) / total
@@ -248,12 +257,7 @@ def core_moments(
     (BENCHMARKS.md, "Core placement of the learned source").
     """
     total, u_bar, v_bar, _ = light_moments(decoded)
-    h, w = decoded.shape
-    v, u = jnp.meshgrid(
-        jnp.arange(h, dtype=decoded.dtype) - (h - 1) / 2,
-        jnp.arange(w, dtype=decoded.dtype) - (w - 1) / 2,
-        indexing="ij",
-    )
+    u, v = stamp_coordinates(decoded)
     weight = decoded**2
     power = jnp.sum(weight)
     r2 = jnp.maximum(2.0 * jnp.sum(weight * ((u - u_bar) ** 2 + (v - v_bar) ** 2)) / power, 0.0)
