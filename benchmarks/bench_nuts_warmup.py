@@ -25,9 +25,8 @@ import time
 import jax
 import numpy as np
 from bench_nuts_chains import seed_case_arguments, seed_case_start
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
-from lensgen.infer.samplers import ESS_GROUPS, run_nuts
+from lensgen.infer.samplers import convergence, mass_ess, run_nuts
 
 
 def main() -> None:
@@ -50,9 +49,8 @@ def main() -> None:
               f"theta_E {theta.mean():.5f} ± {theta.std():.5f}")  # fmt: skip
         scalars = {k: v for k, v in res.samples.items() if v.ndim == 2}
         for n in range(100, args.num_samples + 1, 50):
-            ess = {k: float(effective_sample_size(v[:, :n])) for k, v in scalars.items()}
-            rhat = {k: float(split_gelman_rubin(v[:, :n])) for k, v in scalars.items()}
-            lens = {k: e for k, e in ess.items() if k.startswith(ESS_GROUPS)}
+            ess, rhat = convergence({k: v[:, :n] for k, v in scalars.items()})
+            lens = mass_ess(ess)
             worst = max(rhat, key=rhat.get)
             print(f"  {n} draws/chain: min ESS {min(ess.values()):.0f} ({min(ess, key=ess.get)}), "
                   f"lens {min(lens.values()):.0f} ({min(lens, key=lens.get)}), theta_E "

@@ -167,7 +167,7 @@ def refined_inverse_mass(laplace_cov: np.ndarray, draws: np.ndarray) -> np.ndarr
     return root @ cov @ root.T
 
 
-def _convergence(z: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, float]]:
+def convergence(z: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, float]]:
     """ESS and split R-hat of every scalar site of draws ``z`` ((chain, draw) arrays)."""
     ess, rhat = {}, {}
     for name, v in z.items():
@@ -177,7 +177,7 @@ def _convergence(z: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, 
     return ess, rhat
 
 
-def _ess_sites(ess: dict[str, float]) -> dict[str, float]:
+def mass_ess(ess: dict[str, float]) -> dict[str, float]:
     """The ESS of the mass model's parameters (of every site if there is none)."""
     return {k: v for k, v in ess.items() if k.startswith(ESS_GROUPS)} or ess
 
@@ -195,7 +195,7 @@ def _targets_met(ess: dict[str, float], rhat: dict[str, float], target: int) -> 
     should not hold up a lens that has converged.
     """
     worst_rhat = max((r for r in rhat.values() if np.isfinite(r)), default=1.0)
-    mass = _ess_sites(ess)
+    mass = mass_ess(ess)
     return bool(mass) and min(mass.values()) >= target and worst_rhat < RHAT_TARGET
 
 
@@ -278,9 +278,9 @@ def run_nuts(
             drawn += n
             if config.target_ess and drawn >= MIN_DRAWS:
                 z = {k: np.concatenate([p[0][k] for p in pieces]).swapaxes(0, 1) for k in x0}
-                ess, rhat = _convergence(z)
+                ess, rhat = convergence(z)
                 converged = _targets_met(ess, rhat, config.target_ess)
-                status += f", min mass ESS {min(_ess_sites(ess).values(), default=0):.0f}"
+                status += f", min mass ESS {min(mass_ess(ess).values(), default=0):.0f}"
         if progress is not None:
             label = "NUTS warm-up" if phase == "warmup" else "NUTS sampling"
             progress(label, done, total, status)
@@ -297,10 +297,10 @@ def run_nuts(
         "n_steps": np.swapaxes(n_steps, 0, 1),
     }
     scalars = {k: v for k, v in samples.items() if v.ndim == 2}
-    ess, rhat = _convergence(scalars)
+    ess, rhat = convergence(scalars)
     converged = _targets_met(ess, rhat, config.target_ess) if config.target_ess else None
     if converged is False:
-        mass = _ess_sites(ess)
+        mass = mass_ess(ess)
         worst_ess = min(mass, key=mass.get)
         worst_rhat = max(rhat, key=lambda k: rhat[k] if np.isfinite(rhat[k]) else -1.0)
         warnings.warn(
