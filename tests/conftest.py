@@ -25,14 +25,17 @@ from typer.testing import CliRunner  # noqa: E402
 from lensgen.cli.app import app  # noqa: E402
 
 # Programs compiled by one test (or worker) are reused by the others: several modules
-# fit the same toy problems. The cache lives in the pytest cache folder of the checkout;
-# LENSGEN_TEST_JAX_CACHE names another folder, or turns it off when empty.
+# fit the same toy problems. Every program is kept, however quick to compile: the two
+# workers otherwise compile the same few thousand single operations twice (about 80 s
+# of the suite's compile time; BENCHMARKS.md, "Test suite"). The cache lives in the
+# pytest cache folder of the checkout; LENSGEN_TEST_JAX_CACHE names another folder, or
+# turns it off when empty.
 JAX_CACHE = os.environ.get(
     "LENSGEN_TEST_JAX_CACHE", str(Path(__file__).parents[1] / ".pytest_cache" / "jax")
 )
 if JAX_CACHE:
     jax.config.update("jax_compilation_cache_dir", JAX_CACHE)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 # `lensgen` run as a subprocess by a test uses the same cache, not the user's.
 os.environ["LENSGEN_JAX_CACHE"] = JAX_CACHE
 

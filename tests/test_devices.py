@@ -1,6 +1,7 @@
 """Several local devices (issue 16 §4): faked on the CPU with
-``XLA_FLAGS=--xla_force_host_platform_device_count=4`` in fresh processes (the flag is
-read when JAX starts), compared with the same work on one device."""
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` in a fresh process (the flag is
+read when JAX starts), compared with the same work on one device. Both run in 32-bit
+JAX, as ``simulate`` and ``train-vae`` do for users."""
 
 from __future__ import annotations
 
@@ -10,36 +11,48 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-import pytest
-
-SCRIPT = """
-import sys
 import jax
 import numpy as np
-sys.path.insert(0, sys.argv[5])
+import pytest
 from source_data import blob_dataset
+
 from lensgen.simulate.batch import simulate_batch
 from lensgen.simulate.scene import load_simulate_config
 from lensgen.source.train import load_train_config, train
-out, work, scene, tiny = sys.argv[1:5]
-batch = simulate_batch(load_simulate_config(scene), jax.random.key(4), 6)  # 6 on 4: padded
-blob_dataset(work + "/d.fits", n=64, size=16)
-cfg = load_train_config(tiny, {"data.path": work + "/d.fits", "train.epochs": 2,
-                               "train.batch_size": 16})
-result = train(cfg, work + "/run", figures=False)
-weights = np.load(work + "/run/weights.npz")
-np.savez(out, devices=len(jax.local_devices()), images=batch.images, models=batch.models,
-         noise=batch.noise_maps, loss=np.array([h["loss"] for h in result.history]),
-         **{"w_" + k: weights[k] for k in weights.files})
+
+pytestmark = pytest.mark.float32
+
+TESTS = Path(__file__).parent
+TINY = TESTS.parents[0] / "examples" / "vae_tiny.toml"
+
+
+def simulate_and_train(out, work, scene, tiny) -> None:
+    """Simulate a padded batch (6 lenses), train the tiny VAE for two epochs, and save
+    the images, the loss curve and the weights with the device count to ``out``."""
+    batch = simulate_batch(load_simulate_config(scene), jax.random.key(4), 6)  # 6 on 4: padded
+    blob_dataset(f"{work}/d.fits", n=64, size=16)
+    cfg = load_train_config(tiny, {"data.path": f"{work}/d.fits", "train.epochs": 2,
+                                   "train.batch_size": 16})  # fmt: skip
+    result = train(cfg, f"{work}/run", figures=False)
+    weights = np.load(f"{work}/run/weights.npz")
+    np.savez(out, devices=len(jax.local_devices()), images=batch.images, models=batch.models,
+             noise=batch.noise_maps, loss=np.array([h["loss"] for h in result.history]),
+             **{"w_" + k: weights[k] for k in weights.files})  # fmt: skip
+
+
+SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_devices import simulate_and_train
+simulate_and_train(*sys.argv[2:6])
 """
-TINY = Path(__file__).parents[1] / "examples" / "vae_tiny.toml"
 
 
-def _run(script: str, devices: int, *args) -> None:
+def _run(devices: int, *args) -> None:
+    """:func:`simulate_and_train` in a fresh process that sees ``devices`` CPU devices."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
            "JAX_PLATFORMS": "cpu"}  # fmt: skip
-    res = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(TESTS), *map(str, args)],
                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
 
@@ -57,11 +70,13 @@ def scene(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, scene) -> tuple:
-    """The same simulation and training on one and on four devices."""
+    """The same simulation and training on one device (this test process, which the
+    test configuration gives one CPU device) and on four (a fresh process)."""
     tmp = tmp_path_factory.mktemp("devices")
     for n in (1, 4):
         (tmp / str(n)).mkdir()
-        _run(SCRIPT, n, tmp / f"{n}.npz", tmp / str(n), scene, TINY, Path(__file__).parent)
+    simulate_and_train(tmp / "1.npz", tmp / "1", scene, TINY)
+    _run(4, tmp / "4.npz", tmp / "4", scene, TINY)
     one, four = np.load(tmp / "1.npz"), np.load(tmp / "4.npz")
     assert int(one["devices"]) == 1 and int(four["devices"]) == 4
     return one, four
