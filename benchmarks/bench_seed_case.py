@@ -98,10 +98,12 @@ def main() -> None:
     p.add_argument("--no-reference", action="store_true", help="skip the stock NumPyro run")
     p.add_argument("--ref-warmup", type=int, default=300)
     p.add_argument("--ref-samples", type=int, default=300)
+    p.add_argument("--target-accept", type=float, default=InferConfig().target_accept,
+                   help="NUTS target acceptance of lensgen's run (default: lensgen infer's)")  # fmt: skip
     args = p.parse_args()
     jax.config.update("jax_enable_x64", True)
     obs = simulate_seed_case(DemoConfig(npix=args.npix), seed=args.seed)
-    cfg = InferConfig(method="nuts", num_chains=args.num_chains)
+    cfg = InferConfig(method="nuts", num_chains=args.num_chains, target_accept=args.target_accept)
 
     t0 = time.perf_counter()
     problem = build_problem(cfg, obs)
