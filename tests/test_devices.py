@@ -23,7 +23,7 @@ from lensgen.source.train import load_train_config, train
 pytestmark = pytest.mark.float32
 
 TESTS = Path(__file__).parent
-TINY = TESTS.parents[0] / "examples" / "vae_tiny.toml"
+TINY = TESTS.parent / "examples" / "vae_tiny.toml"
 
 
 def simulate_and_train(out, work, scene, tiny) -> None:
