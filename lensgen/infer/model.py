@@ -14,7 +14,7 @@ Source options
     (nearly Gaussian) one of u. Without a flow (or ``latent_prior="normal"``)
     z ~ N(0, I). The decoded galaxy is placed by its light, not by its pixel grid
     (:func:`lensgen.source.model.interpol_params`): ``flux`` is the flux of its
-    bright core (counts/s), ``center_x``/``center_y`` its light centroid and ``size``
+    bright core (counts/s), ``center_x``/``center_y`` its core centroid and ``size``
     its core radius (arcsec) (:func:`lensgen.source.model.core_moments`), so the latent
     directions that shift, grow or brighten the decoded galaxy, or change its faint
     wings, leave the image's bright core unchanged and only the prior holds them: the
@@ -32,7 +32,7 @@ Source options
     gradient regularisation of Suyu et al. (2006) with strength ``reg``, which is
     inferred. The sampler sees only the centre, the width and ``reg``.
 ``"vae+pixels"``
-    The learned source plus a marginalised pixel-grid residual centred on its light
+    The learned source plus a marginalised pixel-grid residual centred on its core
     centroid: the decoder's galaxy is the prior mean of the source and the grid
     carries what the decoder cannot represent (clumps, arms, companions).
 ``"shapelets"``, ``"vae+shapelets"``
@@ -223,7 +223,7 @@ def build_params(spec: ModelSpec, priors: dict[str, Prior], source_model=None) -
             params["lens"].append(tnfw)
     src = _sample_component("source", 0, component_params("source", spec.source), priors)
     if spec.linear:
-        # The basis sits on the source's centre (the decoded galaxy's light centroid).
+        # The basis sits on the source's centre (the decoded galaxy's core centroid).
         params["linear"] = {k: src.pop(k) for k in LINEAR_PARAMS[spec.basis]}
         params["linear"].update(center_x=src["center_x"], center_y=src["center_y"])
     if spec.learned:

@@ -4,7 +4,7 @@ One lens (:func:`simulate_observation`) or a vmapped batch of ``n`` lenses
 (:func:`simulate_batch`) from a :class:`~lensgen.simulate.scene.SimulateConfig`.
 The learned source (``type = "VAE"``) is rendered as lenstronomy's ``INTERPOL``
 profile of the decoded stamp, placed by its light
-(:func:`lensgen.source.model.interpol_params`): core flux ``flux`` counts/s, light
+(:func:`lensgen.source.model.interpol_params`): core flux ``flux`` counts/s, core
 centroid ``center_x``/``center_y`` and core radius ``size`` arcsec
 (:func:`lensgen.source.model.core_moments`), as ``lensgen infer`` parametrises it.
 A ``[substructure]`` section adds one ``"SUBHALOS"`` lens component (``(K,)`` arrays,

@@ -16,7 +16,7 @@ A TOML file for ``lensgen simulate --config sim.toml`` looks like::
     [[source]]
     type = "VAE"          # the learned source; or any light profile, e.g. "SERSIC_ELLIPSE"
     flux = 50.0           # core flux of the source light, counts/s (= total for a Gaussian)
-    size = 0.18           # core radius of the source light, arcsec (centre = light centroid)
+    size = 0.18           # core radius of the source light, arcsec (centre = core centroid)
 
 A source can also be a galaxy image (``lensgen.io.source_image``)::
 
@@ -82,7 +82,7 @@ MIN_NPIX = 8
 VAE_PARAMS = dict(zip(SOURCE_PARAMS, (50.0, 0.05, 0.03, 0.18, 0.0), strict=True))
 """Parameters of the learned (``type = "VAE"``) source and their defaults.
 
-As in :data:`lensgen.source.model.SOURCE_PARAMS`: core flux (counts/s), light
+As in :data:`lensgen.source.model.SOURCE_PARAMS`: core flux (counts/s), core
 centroid and core radius of the light (arcsec), extra rotation (radians; the latent
 already carries orientation, and ``lensgen infer`` keeps this fixed at 0 by default).
 """

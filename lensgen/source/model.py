@@ -196,9 +196,9 @@ def load_source_model(path: str | Path | None = None, use_flow: bool | None = No
 SOURCE_PARAMS = ("flux", "center_x", "center_y", "size", "phi_G")
 """Parameters that place a decoded galaxy on the sky (besides its latent vector).
 
-``flux`` the core flux (counts/s), ``center_x``/``center_y`` the light centroid
+``flux`` the core flux (counts/s), ``center_x``/``center_y`` the core centroid
 (arcsec), ``size`` the core radius of the light (arcsec) and ``phi_G`` a rotation
-(radians); :func:`core_moments` defines the core flux and radius. They are defined
+(radians); :func:`core_moments` defines the core flux, centroid and radius. They are defined
 on the decoded *light*, not on the stamp's pixel grid, so a latent direction that
 shifts, grows or brightens the decoded galaxy does not move, grow or brighten the
 rendered source: those directions of z are left to the prior and the parameters
@@ -242,22 +242,33 @@ def light_moments(
 def core_moments(
     decoded: jnp.ndarray,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Core flux, light centroid (u, v) and core radius of a decoded stamp, in decoded pixels.
+    """Core flux, core centroid (u, v) and core radius of a decoded stamp, in decoded pixels.
 
-    With r measured from the light centroid and m = 2 Σ d² r² / Σ d², the core flux
-    is 2π m Σ d² / Σ d and the core radius r_c = √(m + 1/3) (the 1/3 pixel² is the
-    bilinear interpolant's tent, as in :func:`light_moments`). Weighting by d²
-    (the light's own brightness) makes both follow the bright core that a lensed image
-    constrains and not the faint wings it does not: on the seed case's decoded
-    galaxies 48 % of the RMS radius's second moment comes from the outer 10 % of the
-    light. For a Gaussian galaxy they are exactly its total flux and RMS radius. With
-    the total and RMS radius as the placement parameters, every latent direction that
-    changed the wings moved the rendered core and needed size and flux to follow: a
-    curved ridge along which NUTS mixed size 10× more slowly than θ_E
-    (BENCHMARKS.md, "Core placement of the learned source").
+    The centroid is weighted by d^(3/2) (negative pixels count as zero). With r
+    measured from it and m = 2 Σ d² r² / Σ d², the core flux is 2π m Σ d² / Σ d and
+    the core radius r_c = √(m + 1/3) (the 1/3 pixel² is the bilinear interpolant's
+    tent, as in :func:`light_moments`). Weighting by the light's own brightness makes
+    all three follow the bright core that a lensed image constrains, not the faint
+    wings it does not: on the seed case's decoded galaxies 48 % of the RMS radius's
+    second moment comes from the outer 10 % of the light. For a Gaussian galaxy they
+    are exactly its centre, total flux and RMS radius.
+
+    With the total and RMS radius as the placement, every latent direction that
+    changed the wings moved the rendered core, and size and flux had to follow: a
+    curved ridge along which NUTS mixed size 10× more slowly than θ_E. With the plain
+    light centroid (weight d), latents that move faint asymmetric light still moved the
+    core, and on under-resolved rings the source centre mixed 7× more slowly than θ_E;
+    weight d² made the lens centre stop mixing on the seed case (BENCHMARKS.md, "Core
+    placement of the learned source" and "Why the learned-source calibration is slow").
     """
-    total, u_bar, v_bar, _ = light_moments(decoded)
+    total = jnp.sum(decoded)
     u, v = stamp_coordinates(decoded)
+    # d^(3/2) with its derivatives taken as 0 where d ≤ 0: a ReLU decoder gives exact
+    # zeros, where the second derivative of d^(3/2) is infinite (the MAP's Hessian).
+    lit = decoded > 0
+    bright = jnp.where(lit, jnp.where(lit, decoded, 1.0) ** 1.5, 0.0)
+    u_bar = jnp.sum(bright * u) / jnp.sum(bright)
+    v_bar = jnp.sum(bright * v) / jnp.sum(bright)
     weight = decoded**2
     power = jnp.sum(weight)
     r2 = jnp.maximum(2.0 * jnp.sum(weight * ((u - u_bar) ** 2 + (v - v_bar) ** 2)) / power, 0.0)
@@ -266,7 +277,7 @@ def core_moments(
 
 @jax.jit
 def interpol_params(decoded, flux, center_x, center_y, size, phi_G=0.0) -> dict[str, Any]:
-    """INTERPOL parameters that render ``decoded`` with the given core flux, light
+    """INTERPOL parameters that render ``decoded`` with the given core flux, core
     centroid and core radius (:func:`core_moments`).
 
     The stamp's pixel scale is s = ``size`` / r_c (arcsec per decoded pixel) and its
