@@ -64,6 +64,29 @@ def test_entries_cover_cubes_folders_and_patterns(inputs):
         catalogue.find_entries([inputs / "absent.fits"])
 
 
+def test_files_that_are_not_fits_fail_alone(tmp_path):
+    """A corrupt or truncated file in a folder is one failed row with its reason, not the
+    end of the run (nothing is compiled: no lens of the folder can be read)."""
+    folder = tmp_path / "lenses"
+    folder.mkdir()
+    (folder / "notes.fits").write_text("not a FITS file")
+    (folder / "truncated.fits").write_bytes(b"")
+    entries = catalogue.find_entries([folder])
+    assert [(e.id, e.index) for e in entries] == [("notes", None), ("truncated", None)]
+    run = catalogue.run_catalogue(CONFIG, [folder], tmp_path / "out", seed=0)
+    assert (run.done, run.failed) == (0, 2)
+    table = Table.read(tmp_path / "out" / "catalogue.csv", format="ascii.csv")
+    assert list(table["status"]) == ["failed", "failed"]
+    assert all("not a readable FITS file" in r for r in table["reason"])
+    # Through the CLI: the summary names the first failure, and a run that inferred
+    # nothing exits non-zero.
+    res = run_cli("infer", folder, *FLAGS, "-o", tmp_path / "cli")
+    assert res.exit_code == 1, res.output
+    assert "0 lenses inferred, 2 failed" in res.output
+    line = " ".join(res.output.split())  # the console wraps long lines
+    assert "first failure notes: " in line and "not a readable FITS file" in line
+
+
 def test_ids_that_collide_are_refused(inputs, tmp_path):
     other = tmp_path / "cube.fits"
     other.write_bytes((inputs / "cube.fits").read_bytes())

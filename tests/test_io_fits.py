@@ -1,5 +1,9 @@
 """Observation FITS round trip, WCS, errors, atomic writes."""
 
+import errno
+import os
+import tempfile
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -68,6 +72,20 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         with atomic_path(tmp_path / "nope" / "x.bin"):
             pass
 
+
+
+def test_a_folder_that_refuses_new_files_is_one_line(tmp_path, monkeypatch):
+    """A read-only or full file system fails at the temporary file: a one-line error
+    naming the output, not a traceback (as `lensgen simulate --out /proc/x.fits` did)."""
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    target = tmp_path / "x.fits"
+    with pytest.raises(LensgenError, match=r"cannot write .*x\.fits: Read-only file system"):
+        with atomic_path(target):
+            pass
+    assert list(tmp_path.iterdir()) == []
 
 def test_missing_pixel_scale_is_named(tmp_path):
     path = tmp_path / "bare.fits"

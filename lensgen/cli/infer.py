@@ -237,6 +237,8 @@ def infer(
                                 progress=stage_reporter(bar),
                                 header=f"# lensgen infer {' '.join(inputs)} --seed {seed}\n")  # fmt: skip
         console.print(run.summary())
+        if run.failed and not (run.done or run.skipped):
+            raise typer.Exit(code=1)  # not one lens inferred: scripts must notice
         return
     obs = Path(inputs[0])
     double_precision()

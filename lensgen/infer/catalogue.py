@@ -130,7 +130,10 @@ def find_entries(inputs: Sequence[str | Path]) -> list[Entry]:
     seen: dict[str, Path] = {}
     for item in inputs:
         for path in _files(item):
-            n = _cube_length(path)
+            try:
+                n = _cube_length(path)
+            except LensgenError:
+                n = None  # unreadable: its lens fails with the reader's message, the rest go on
             width = len(str(max((n or 1) - 1, 0)))
             ids = [path.stem] if n is None else [f"{path.stem}_{i:0{width}d}" for i in range(n)]
             for i, name in enumerate(ids):
@@ -285,6 +288,7 @@ class CatalogueRun:
     skipped: int
     seconds: float  # this process's own lenses (not the wait for the others)
     table: Path | None
+    first_failure: str = ""  # "<id>: <reason>" of this process's first failed lens
 
     def summary(self) -> str:
         """One line for the console."""
@@ -292,8 +296,9 @@ class CatalogueRun:
         rate = f", {self.seconds / ran:.1f} s per lens" if ran else ""
         where = f"; table {self.table} (and .csv)" if self.table is not None else ""
         lenses = "lens" if self.done == 1 else "lenses"
+        first = f"; first failure {self.first_failure}" if self.first_failure else ""
         return (f"catalogue: {self.done} {lenses} inferred, {self.failed} failed, {self.skipped} "
-                f"done before, in {self.seconds:.0f} s{rate}{where}")  # fmt: skip
+                f"done before, in {self.seconds:.0f} s{rate}{where}{first}")  # fmt: skip
 
 
 def is_catalogue(inputs: Sequence[str | Path]) -> bool:
@@ -367,6 +372,7 @@ def run_catalogue(
     skipped = len(mine) - len(todo)
     read, problems = _Reader(), {}
     done = failed = 0
+    first_failure = ""
     start = time.perf_counter()
     if progress is not None:
         progress("lenses", skipped, len(mine), f"{skipped} done before")
@@ -388,6 +394,7 @@ def run_catalogue(
             reason = text if isinstance(exc, LensgenError) else f"{type(exc).__name__}: {text}"
             record = failed_record(entry, reason, time.perf_counter() - t0)
             failed += 1
+            first_failure = first_failure or f"{entry.id}: {reason}"
         _write_record(out, entry, record)
         if progress is not None:
             rate = (time.perf_counter() - start) / count
@@ -398,7 +405,7 @@ def run_catalogue(
 
         multihost_utils.sync_global_devices("lensgen catalogue: every lens recorded")
     table = write_table(out, entries) if rank == 0 else None
-    return CatalogueRun(done, failed, skipped, seconds, table)
+    return CatalogueRun(done, failed, skipped, seconds, table, first_failure)
 
 
 def _status(out: Path, entry: Entry) -> str | None:

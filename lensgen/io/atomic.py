@@ -102,9 +102,12 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     path = check_output_path(path, overwrite)
     # The temporary name keeps the output's suffix, so writers that pick a format
     # from the file name (matplotlib, astropy) see the same name as for the output.
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent or "."
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent or "."
+        )
+    except OSError as exc:  # a read-only or full file system, a quota
+        raise LensgenError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the result the permissions a plain open() would.
