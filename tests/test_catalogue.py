@@ -206,8 +206,10 @@ def test_calibration_benchmark_runs_at_toy_size(tmp_path, monkeypatch, capsys):
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
     assert "K = 2 (2 inferred)" in out
-    for name in ("lens.0.theta_E", "lens.0.center_x", "lens.0.center_y"):
+    for name in ("lens.0.theta_E", "lens.0.center_x", "lens.0.center_y", "source.0.R_sersic"):
         assert f"{name}: coverage 68%" in out
+    assert out.index("lens.0.theta_E: coverage") < out.index("source.0.R_sersic: coverage")
+    assert "(mean − truth)/sd: mean" in out
     assert len(Table.read(tmp_path / "c" / "catalogue.fits")) == 2
 
 
