@@ -107,7 +107,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent or "."
         )
     except OSError as exc:  # a read-only or full file system, a quota
-        raise LensgenError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise _cannot_write(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the result the permissions a plain open() would.
@@ -121,10 +121,14 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise LensgenError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise _cannot_write(path, exc) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _cannot_write(path: Path, exc: OSError) -> LensgenError:
+    return LensgenError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> Path:
