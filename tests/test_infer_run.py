@@ -428,3 +428,21 @@ def test_warmup_trees_stop_at_their_own_depth(nuts_case):
 def test_tree_depths_outside_1_to_15_are_refused():
     with pytest.raises(LensgenError, match="max_tree_depth_warmup must be in 1..15, got 0"):
         dataclasses.replace(FAST, max_tree_depth_warmup=0)
+
+
+def test_a_stuck_chain_is_one_warning_and_a_captioned_corner_plot(tmp_path, capsys):
+    """Draws that never moved (a chain started in a bad mode) give one warning line and a
+    corner figure that says so, instead of a matplotlib error about a 0 × 0 grid."""
+    from rich.console import Console
+
+    from lensgen.infer.report import corner_plot, warn_if_stuck
+    from lensgen.infer.run import InferenceResult
+
+    stuck = InferenceResult("nuts", {"lens.0.theta_E": np.full((1, 20), 2.1)}, {}, {}, {})
+    warn_if_stuck(stuck, Console(force_terminal=False, width=200))
+    assert "every nuts draw is the same point" in capsys.readouterr().out
+    path = corner_plot(stuck, {"lens.0.theta_E": 2.3}, tmp_path / "corner.png", overwrite=False)
+    assert path.stat().st_size > 0
+    moving = InferenceResult("nuts", {"lens.0.theta_E": np.linspace(2.2, 2.4, 20)[None]}, {}, {}, {})
+    warn_if_stuck(moving, Console(force_terminal=False, width=200))
+    assert capsys.readouterr().out == ""

@@ -49,6 +49,18 @@ def scalar_names(result: InferenceResult) -> list[str]:
     return [k for k, v in result.samples.items() if v.ndim == 2]
 
 
+def moving_names(result: InferenceResult) -> list[str]:
+    """The scalar parameters whose draws are not all equal."""
+    return [n for n in scalar_names(result) if np.ptp(result.samples[n]) > 0]
+
+
+def warn_if_stuck(result: InferenceResult, console) -> None:
+    """One warning line when a sampler's draws are all one point (its chains did not move)."""
+    if result.method != "map" and scalar_names(result) and not moving_names(result):
+        console.print(f"[bold yellow]warning:[/] every {result.method} draw is the same point: "
+                      "the chains did not move; try more --map-restarts or --map-steps")  # fmt: skip
+
+
 def _arviz():
     """ArviZ, imported without its once-a-day FutureWarning about a coming refactor."""
     with warnings.catch_warnings():
@@ -246,8 +258,15 @@ def corner_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in scalar_names(result) if np.ptp(result.samples[n]) > 0][:max_params]
+    names = moving_names(result)[:max_params]
     n = len(names)
+    if n == 0:  # a stuck chain: say so in the figure rather than draw empty axes
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{result.method}: every draw is the same point\n"
+                "(the chain did not move; see the run's warning)",
+                ha="center", va="center")  # fmt: skip
+        return save_report_figure(fig, path, overwrite)
     fig, axes = plt.subplots(n, n, figsize=(1.8 * n + 1, 1.8 * n + 1), squeeze=False)
     flat = {k: result.samples[k].reshape(-1) for k in names}
     for i, yi in enumerate(names):
@@ -416,6 +435,7 @@ def write_results(
         if console is not None:
             print_summary(table, m, truth, console)
             console.print(timing_line(res))
+            warn_if_stuck(res, console)
         if f"corner_{m}.png" in targets:
             corner_plot(res, truth, target(f"corner_{m}.png"), overwrite=True)
         if m == "svi" and "elbo.png" in targets:

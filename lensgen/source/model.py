@@ -267,8 +267,8 @@ def core_moments(
     # zeros, where the second derivative of d^(3/2) is infinite (the MAP's Hessian).
     lit = decoded > 0
     bright = jnp.where(lit, jnp.where(lit, decoded, 1.0) ** 1.5, 0.0)
-    u_bar = jnp.sum(bright * u) / jnp.sum(bright)
-    v_bar = jnp.sum(bright * v) / jnp.sum(bright)
+    norm = jnp.sum(bright)
+    u_bar, v_bar = jnp.sum(bright * u) / norm, jnp.sum(bright * v) / norm
     weight = decoded**2
     power = jnp.sum(weight)
     r2 = jnp.maximum(2.0 * jnp.sum(weight * ((u - u_bar) ** 2 + (v - v_bar) ** 2)) / power, 0.0)
