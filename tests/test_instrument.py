@@ -131,6 +131,22 @@ def test_noise_statistics(key):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_noise_of_an_image_is_the_draw_of_its_own_shape(key):
+    """add_noise draws on a padded flat array (one program for many sizes); the noise of
+    each pixel must still be the draw an image of its own shape gets from the key."""
+    import jax
+
+    model = jnp.asarray(np.random.default_rng(1).uniform(0.0, 30.0, (3, 23, 29)))
+    exptime, background = 7.0, 0.3
+    k_poisson, k_gauss = jax.random.split(key)
+    counts = jax.random.poisson(k_poisson, model * exptime, shape=model.shape)
+    expected = counts / exptime + background * jax.random.normal(k_gauss, model.shape)
+    got = instrument.add_noise(key, model, exptime, background)
+    assert got.shape == model.shape
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-12, atol=1e-12)
+    assert instrument.noise_bucket(23 * 29 * 3) == 2048 and instrument.noise_bucket(5) == 1024
+
+
 def test_pixel_grid_and_binning():
     x, y = pixel_grid((3, 4), 0.5, supersample=1)
     np.testing.assert_allclose(x[0], [-0.75, -0.25, 0.25, 0.75])

@@ -55,6 +55,14 @@ MOFFAT_BETA = 3.0
 _BATCH = 500
 
 
+def _first(draw, key, m: int) -> np.ndarray:
+    """The first ``m`` of ``draw(key, (length,))`` for a power-of-two length ≥ 64: the same
+    numbers as ``draw(key, (m,))`` (JAX's threefry draws are indexed by position), with
+    one compiled sampler for many ``m`` instead of one per ``m`` (the beta sampler takes
+    ~1 s to compile)."""
+    return np.asarray(draw(key, (max(64, 1 << max(m - 1, 0).bit_length()),)))[:m]
+
+
 def draw_galaxies(
     key,
     n: int,
@@ -94,10 +102,11 @@ def draw_galaxies(
         )
     m = (n + 1) // 2 if paired else n
     ks = jax.random.split(key, 10)
-    u = lambda k: np.asarray(jax.random.uniform(k, (m,)))  # noqa: E731
-    r_hl = np.clip(0.3 * np.exp(0.45 * np.asarray(jax.random.normal(ks[0], (m,)))), 0.08, 1.2)
+    u = lambda k: _first(jax.random.uniform, k, m)  # noqa: E731
+    r_hl = np.clip(0.3 * np.exp(0.45 * _first(jax.random.normal, ks[0], m)), 0.08, 1.2)
     bulge_n = 2.5 + 2.0 * u(ks[1])
-    bt = np.where(u(ks[2]) < 0.35, 0.0, np.asarray(jax.random.beta(ks[3], 1.5, 3.0, (m,))))
+    beta = _first(lambda k, shape: jax.random.beta(k, 1.5, 3.0, shape), ks[3], m)
+    bt = np.where(u(ks[2]) < 0.35, 0.0, beta)
     e_mod = np.clip(0.2 * np.sqrt(-2.0 * np.log1p(-0.999 * u(ks[4]))), 0.0, 0.7)
     phi = np.pi * u(ks[5])
     # N(>F) ∝ F^-0.75 from F_min: S/N ≈ 12 for a 0.3″ galaxy in a 0.75″ PSF.

@@ -289,12 +289,25 @@ def add_noise(key, model, exptime: float | None, background_rms: float):
     """
     poisson = exptime is not None
     gauss = not (isinstance(background_rms, int | float) and background_rms == 0)
-    return _add_noise(key, model, exptime if poisson else 1.0, background_rms, poisson, gauss)
+    # The draws run on the image flattened and zero-padded to a power-of-two length, so
+    # one compiled program serves every image size up to it (the Poisson sampler takes
+    # ~1 s to compile). JAX's threefry draws are indexed by position, so the first
+    # pixels' draws are the ones the unpadded image would get: the noise is unchanged.
+    shape = jnp.shape(model)
+    size = math.prod(shape)
+    padded = jnp.pad(jnp.reshape(model, (-1,)), (0, noise_bucket(size) - size))
+    noisy = _add_noise(key, padded, exptime if poisson else 1.0, background_rms, poisson, gauss)
+    return jnp.reshape(noisy[:size], shape)
+
+
+def noise_bucket(size: int) -> int:
+    """Length of the padded array :func:`add_noise` draws on: the next power of two ≥ 1024."""
+    return max(1024, 1 << max(size - 1, 0).bit_length())
 
 
 @partial(jax.jit, static_argnums=(4, 5))
 def _add_noise(key, model, exptime, background_rms, poisson: bool, gauss: bool):
-    # One compiled program per image shape (the Poisson sampler alone is hundreds of
+    # One compiled program per padded length (the Poisson sampler alone is hundreds of
     # operations, which outside jit would each be compiled and dispatched on their own).
     key_poisson, key_gauss = jax.random.split(key)
     noisy = model
