@@ -69,9 +69,35 @@ def compilation_cache() -> None:
         os.makedirs(folder, exist_ok=True)
     except OSError:
         return
+    date_unstamped_entries(folder)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
+
+
+def date_unstamped_entries(folder: str | os.PathLike) -> int:
+    """Give every entry of a compilation cache folder the access-time stamp JAX's size cap
+    needs; returns how many were stamped.
+
+    With a size cap, JAX keeps ``<key>-atime`` next to each ``<key>-cache`` and reads
+    them all before it stores a new program; a single entry without one (written by a
+    process without the cap: a notebook or test session pointed at the same folder)
+    makes every later store fail with a warning, so the cache silently stops growing.
+    An unstamped entry gets its file's modification time.
+    """
+    stamped = 0
+    try:
+        names = set(os.listdir(folder))
+        for name in names:
+            if name.endswith("-cache") and name[: -len("-cache")] + "-atime" not in names:
+                entry = os.path.join(folder, name)
+                stamp = os.stat(entry).st_mtime_ns.to_bytes(8, "little")
+                with open(entry[: -len("-cache")] + "-atime", "wb") as f:
+                    f.write(stamp)
+                stamped += 1
+    except OSError:
+        pass  # the cache is a convenience: an unreadable folder only costs compile time
+    return stamped
 
 
 def _register() -> None:
