@@ -144,7 +144,8 @@ def test_noise_of_an_image_is_the_draw_of_its_own_shape(key):
     got = instrument.add_noise(key, model, exptime, background)
     assert got.shape == model.shape
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-12, atol=1e-12)
-    assert instrument.noise_bucket(23 * 29 * 3) == 2048 and instrument.noise_bucket(5) == 1024
+    assert instrument.padded_length(23 * 29 * 3, 1024) == 2048
+    assert instrument.padded_length(5, 1024) == 1024 and instrument.padded_length(65, 64) == 128
 
 
 def test_pixel_grid_and_binning():

@@ -47,7 +47,7 @@ from lensgen.data.morphology import (
 )
 from lensgen.errors import ConfigError
 from lensgen.io.interrupt import check_interrupt
-from lensgen.lensing.instrument import convolve, moffat_psf
+from lensgen.lensing.instrument import convolve, moffat_psf, padded_length
 from lensgen.lensing.light import sersic_ellipse
 
 OVERSAMPLE = 3
@@ -60,7 +60,7 @@ def _first(draw, key, m: int) -> np.ndarray:
     numbers as ``draw(key, (m,))`` (JAX's threefry draws are indexed by position), with
     one compiled sampler for many ``m`` instead of one per ``m`` (the beta sampler takes
     ~1 s to compile)."""
-    return np.asarray(draw(key, (max(64, 1 << max(m - 1, 0).bit_length()),)))[:m]
+    return np.asarray(draw(key, (padded_length(m, 64),)))[:m]
 
 
 def draw_galaxies(

@@ -295,14 +295,15 @@ def add_noise(key, model, exptime: float | None, background_rms: float):
     # pixels' draws are the ones the unpadded image would get: the noise is unchanged.
     shape = jnp.shape(model)
     size = math.prod(shape)
-    padded = jnp.pad(jnp.reshape(model, (-1,)), (0, noise_bucket(size) - size))
+    padded = jnp.pad(jnp.reshape(model, (-1,)), (0, padded_length(size, 1024) - size))
     noisy = _add_noise(key, padded, exptime if poisson else 1.0, background_rms, poisson, gauss)
     return jnp.reshape(noisy[:size], shape)
 
 
-def noise_bucket(size: int) -> int:
-    """Length of the padded array :func:`add_noise` draws on: the next power of two ≥ 1024."""
-    return max(1024, 1 << max(size - 1, 0).bit_length())
+def padded_length(size: int, least: int) -> int:
+    """The smallest power of two ≥ ``size`` and ≥ ``least``: the length random draws are
+    padded to, so that one compiled sampler serves many sizes."""
+    return max(least, 1 << max(size - 1, 0).bit_length())
 
 
 @partial(jax.jit, static_argnums=(4, 5))
