@@ -66,6 +66,8 @@ def test_map_recovers_the_injected_lens(map_case):
     # It is a minimum: zero gradient, positive curvature, so the Laplace covariance holds.
     assert res.mode.curvature.min() > 0
     assert res.mode.grad @ res.mode.cov @ res.mode.grad < 1e-3
+    # A fit within the noise (χ² excess under CHI2_RETRY spreads) runs one round of restarts.
+    assert len(res.restart_potentials) == FAST.map_restarts
 
 
 def test_a_map_that_cannot_fit_the_data_warns(map_case):
@@ -80,6 +82,9 @@ def test_a_map_that_cannot_fit_the_data_warns(map_case):
     with pytest.warns(UserWarning, match="χ²/N"):
         res = find_map(jax.random.PRNGKey(3), with_data(problem, bad), FAST)
     assert res.chi2 > 1.5
+    # A fit worse than the noise allows gets a second round of restarts from new starts.
+    assert len(res.restart_potentials) == 2 * FAST.map_restarts
+    assert res.mode.potential == pytest.approx(np.min(res.restart_potentials))
 
 
 @pytest.mark.slow

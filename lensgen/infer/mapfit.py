@@ -32,6 +32,7 @@ from lensgen.infer.problem import (
     InferConfig,
     InferenceResult,
     Problem,
+    normalised_residuals,
     raw_key,
     reduced_chi2,
     render_values,
@@ -44,6 +45,9 @@ SCREEN = 4
 """Starts screened per kept MAP restart."""
 CHI2_WARN = 1.5
 """A MAP fit with a reduced χ² above this is reported as a likely local mode."""
+CHI2_RETRY = 2.0
+"""χ² excess (in units of its noise spread) of the best restart above which
+:func:`find_map` runs one more round of restarts."""
 
 
 ADAM_CHUNK = 50
@@ -291,9 +295,52 @@ def find_map(key, problem: Problem, config: InferConfig) -> MapResult:
     ``map_restarts`` of them then ``map_steps`` steps (cosine-decayed rate from
     ``map_lr``), and each of those is polished by :func:`laplace`; the lowest
     polished potential wins. See the module docstring for how the starts are chosen.
+
+    With two or more restarts, a winner whose χ² lies more than :data:`CHI2_RETRY`
+    noise spreads above what noise gives (:func:`_chi2_excess`) triggers one more round
+    of restarts from new starts, and the best of both rounds wins. Restarts can share a
+    local mode: in a K = 50 calibration, one lens's four restarts all ended with the
+    lens centre 0.09″ off (χ² 2.3 spreads high), where 7 of 16 restarts find the true
+    mode (BENCHMARKS.md).
     """
     t0 = time.perf_counter()
     k_init, k_starts = jax.random.split(raw_key(key))
+    polished, final, losses = _restart_round(k_init, k_starts, problem, config)
+    if config.map_restarts > 1 and polished and _chi2_excess(problem, polished) > CHI2_RETRY:
+        # A fit worse than the noise allows: the restarts may share a local mode (a lens
+        # centre traded against the source position). One more round from new starts.
+        more = _restart_round(jax.random.fold_in(k_init, 1), jax.random.fold_in(k_starts, 1),
+                              problem, config)  # fmt: skip
+        polished = {**polished, **{len(final) + i: m for i, m in more[0].items()}}
+        final = np.concatenate([final, more[1]])
+        losses = np.concatenate([np.asarray(losses), np.asarray(more[2])])
+    if not polished:
+        raise LensgenError(
+            "the MAP fit failed: every restart ended at a non-finite posterior density; "
+            "check the priors and the noise map"
+        )
+    best = min(polished, key=lambda i: polished[i].potential)
+    mode = polished[best]
+    constrain = model_functions(problem).constrain
+    point = {k: np.asarray(v) for k, v in constrain(mode.x, problem.data).items()}
+    chi2 = reduced_chi2(problem, render_values(problem, point)[1])
+    if chi2 > CHI2_WARN:
+        warnings.warn(
+            f"the MAP fit has χ²/N = {chi2:.2f}: it may sit in a local mode (source "
+            "orientation/latent) or the model may not describe the data; NUTS and SVI start "
+            "there. Try more --map-restarts / --map-steps, or check the model and noise map",
+            stacklevel=2,
+        )
+    return MapResult(point, mode, chi2, np.asarray(losses[best]), final, time.perf_counter() - t0)
+
+
+def _restart_round(k_init, k_starts, problem: Problem, config: InferConfig):
+    """One round of :func:`find_map`'s restarts: screen, optimise, polish.
+
+    Returns the polished modes by restart index (restarts that ended finite), every
+    restart's final potential (polished where finite, inf otherwise) and every
+    restart's Adam potential curve.
+    """
     n = config.map_restarts
     # Stage 1 screens SCREEN× as many starts for a third of the steps; the best n
     # go on to the full schedule (most starts fail in the first hundred steps).
@@ -319,24 +366,19 @@ def find_map(key, problem: Problem, config: InferConfig) -> MapResult:
     for i in np.flatnonzero(np.isfinite(final)):
         polished[i] = laplace(problem, jax.tree_util.tree_map(lambda a, i=i: a[i], xs))
         final[i] = polished[i].potential
-    if not polished:
-        raise LensgenError(
-            "the MAP fit failed: every restart ended at a non-finite posterior density; "
-            "check the priors and the noise map"
-        )
-    best = min(polished, key=lambda i: polished[i].potential)
-    mode = polished[best]
+    return polished, final, losses
+
+
+def _chi2_excess(problem: Problem, polished: dict) -> float:
+    """How far the best polished restart's χ² lies above what noise gives, in units of
+    its spread: (χ² − (N − d)) / √(2N) for N used pixels and d parameters."""
+    mode = min(polished.values(), key=lambda m: m.potential)
     constrain = model_functions(problem).constrain
     point = {k: np.asarray(v) for k, v in constrain(mode.x, problem.data).items()}
-    chi2 = reduced_chi2(problem, render_values(problem, point)[1])
-    if chi2 > CHI2_WARN:
-        warnings.warn(
-            f"the MAP fit has χ²/N = {chi2:.2f}: it may sit in a local mode (source "
-            "orientation/latent) or the model may not describe the data; NUTS and SVI start "
-            "there. Try more --map-restarts / --map-steps, or check the model and noise map",
-            stacklevel=2,
-        )
-    return MapResult(point, mode, chi2, np.asarray(losses[best]), final, time.perf_counter() - t0)
+    resid = normalised_residuals(problem, render_values(problem, point)[1])
+    n = int(np.isfinite(resid).sum())
+    d = ravel_pytree(mode.x)[0].size
+    return float((np.nansum(resid**2) - (n - d)) / math.sqrt(2.0 * max(n, 1)))
 
 
 def map_from_mode(problem: Problem, mode: Mode, like: MapResult) -> MapResult:
