@@ -89,7 +89,9 @@ def run_inference(
     start = find_map(k_map, problem, config)
     map_compile = problem.programs.compile_seconds - compile0
     if progress is not None:
-        progress("MAP fit", 1, 1, f"χ²/N {start.chi2:.3f}")
+        rounds = len(start.restart_potentials) // max(config.map_restarts, 1)
+        again = ", after a second round of restarts" if rounds > 1 else ""
+        progress("MAP fit", 1, 1, f"χ²/N {start.chi2:.3f}{again}")
     if config.method == "map":
         return [start.as_result()]
     results = []
