@@ -306,7 +306,13 @@ def find_map(key, problem: Problem, config: InferConfig) -> MapResult:
     t0 = time.perf_counter()
     k_init, k_starts = jax.random.split(raw_key(key))
     polished, final, losses = _restart_round(k_init, k_starts, problem, config)
-    if config.map_restarts > 1 and polished and _chi2_excess(problem, polished) > CHI2_RETRY:
+    if not polished:
+        raise LensgenError(
+            "the MAP fit failed: every restart ended at a non-finite posterior density; "
+            "check the priors and the noise map"
+        )
+    best, point, model = _best_fit(problem, polished)
+    if config.map_restarts > 1 and _chi2_excess(problem, polished[best], model) > CHI2_RETRY:
         # A fit worse than the noise allows: the restarts may share a local mode (a lens
         # centre traded against the source position). One more round from new starts.
         more = _restart_round(jax.random.fold_in(k_init, 1), jax.random.fold_in(k_starts, 1),
@@ -314,16 +320,9 @@ def find_map(key, problem: Problem, config: InferConfig) -> MapResult:
         polished = {**polished, **{len(final) + i: m for i, m in more[0].items()}}
         final = np.concatenate([final, more[1]])
         losses = np.concatenate([np.asarray(losses), np.asarray(more[2])])
-    if not polished:
-        raise LensgenError(
-            "the MAP fit failed: every restart ended at a non-finite posterior density; "
-            "check the priors and the noise map"
-        )
-    best = min(polished, key=lambda i: polished[i].potential)
+        best, point, model = _best_fit(problem, polished)
     mode = polished[best]
-    constrain = model_functions(problem).constrain
-    point = {k: np.asarray(v) for k, v in constrain(mode.x, problem.data).items()}
-    chi2 = reduced_chi2(problem, render_values(problem, point)[1])
+    chi2 = reduced_chi2(problem, model)
     if chi2 > CHI2_WARN:
         warnings.warn(
             f"the MAP fit has χ²/N = {chi2:.2f}: it may sit in a local mode (source "
@@ -369,13 +368,18 @@ def _restart_round(k_init, k_starts, problem: Problem, config: InferConfig):
     return polished, final, losses
 
 
-def _chi2_excess(problem: Problem, polished: dict) -> float:
-    """How far the best polished restart's χ² lies above what noise gives, in units of
-    its spread: (χ² − (N − d)) / √(2N) for N used pixels and d parameters."""
-    mode = min(polished.values(), key=lambda m: m.potential)
+def _best_fit(problem: Problem, polished: dict):
+    """The lowest polished restart: its index, its constrained values and its model image."""
+    best = min(polished, key=lambda i: polished[i].potential)
     constrain = model_functions(problem).constrain
-    point = {k: np.asarray(v) for k, v in constrain(mode.x, problem.data).items()}
-    resid = normalised_residuals(problem, render_values(problem, point)[1])
+    point = {k: np.asarray(v) for k, v in constrain(polished[best].x, problem.data).items()}
+    return best, point, render_values(problem, point)[1]
+
+
+def _chi2_excess(problem: Problem, mode: Mode, model) -> float:
+    """How far the χ² of ``model`` (the image at ``mode``) lies above what noise gives, in
+    units of its spread: (χ² − (N − d)) / √(2N) for N used pixels and d parameters."""
+    resid = normalised_residuals(problem, model)
     n = int(np.isfinite(resid).sum())
     d = ravel_pytree(mode.x)[0].size
     return float((np.nansum(resid**2) - (n - d)) / math.sqrt(2.0 * max(n, 1)))
