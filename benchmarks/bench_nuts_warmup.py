@@ -13,8 +13,14 @@ ESS(θ_E) and the largest split R-hat. ``lensgen infer`` stops at the first of t
 checkpoints where the lens mass ESS reaches ``target_ess`` and every R-hat is < 1.01;
 before, it waited for the ESS of every parameter.
 
+With ``--demo`` the runs are ``lensgen demo``'s instead: its observation (seed 0), its
+MAP and its NUTS settings (2 chains, sampling trees at most 5 deep, ``num_samples`` and
+``target_ess`` from :class:`~lensgen.infer.demo.DemoConfig`), stopping as the demo
+stops; each run reports where it stopped and what that cost.
+
 Run: ``python benchmarks/bench_nuts_warmup.py [--npix 60] [--runs 8:1,5:1,8:2,5:2]
-[--num-samples 300]``.
+[--num-samples 300]`` or ``python benchmarks/bench_nuts_warmup.py --demo --runs
+5:1,4:1,...``.
 """
 
 from __future__ import annotations
@@ -32,8 +38,12 @@ from lensgen.infer.samplers import convergence, mass_ess, run_nuts
 def main() -> None:
     parser = seed_case_arguments(__doc__.splitlines()[0], num_samples=300)
     parser.add_argument("--runs", default="8:1,5:1,8:2,5:2", help="depth:key,...")
+    parser.add_argument("--demo", action="store_true", help="lensgen demo's case and settings")
     args = parser.parse_args()
     runs = [tuple(int(x) for x in run.split(":")) for run in args.runs.split(",")]
+    if args.demo:
+        demo_runs(runs)
+        return
     config, problem, start = seed_case_start(args)
     for depth, key in runs:
         cfg = dataclasses.replace(config, max_tree_depth_warmup=depth)
@@ -55,6 +65,33 @@ def main() -> None:
             print(f"  {n} draws/chain: min ESS {min(ess.values()):.0f} ({min(ess, key=ess.get)}), "
                   f"lens {min(lens.values()):.0f} ({min(lens, key=lens.get)}), theta_E "
                   f"{ess['lens.0.theta_E']:.0f}, max R-hat {rhat[worst]:.4f} ({worst})")  # fmt: skip
+
+
+def demo_runs(runs: list[tuple[int, int]]) -> None:
+    """``lensgen demo``'s NUTS, stopping as it does, for each warm-up depth and key."""
+    from lensgen.infer.demo import DemoConfig, simulate_seed_case
+    from lensgen.infer.problem import build_problem
+    from lensgen.infer.run import find_map
+
+    jax.config.update("jax_enable_x64", True)  # as `lensgen demo` runs
+    demo = DemoConfig()
+    config = dataclasses.replace(demo.infer_config(), method="nuts")
+    problem = build_problem(config, simulate_seed_case(demo, 0))
+    t0 = time.perf_counter()
+    start = find_map(jax.random.key(0), problem, config)
+    print(f"MAP: {time.perf_counter() - t0:.1f} s, chi2/N {start.chi2:.3f}")
+    print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    print("| warm-up depth | key | NUTS wall s | warm-up | sampling | draws/chain at the stop "
+          "| steps/draw | min lens ESS | max R-hat |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for depth, key in runs:
+        cfg = dataclasses.replace(config, max_tree_depth_warmup=depth)
+        t0 = time.perf_counter()
+        d = run_nuts(jax.random.key(key), problem, cfg, start).diagnostics
+        t = d["timings"]
+        print(f"| {depth} | {key} | {time.perf_counter() - t0:.1f} | {t['warmup']:.1f} | "
+              f"{t['sampling']:.1f} | {d['draws_per_chain']} | {d['mean_steps']:.1f} | "
+              f"{min(mass_ess(d['ess']).values()):.0f} | {max(d['rhat'].values()):.4f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -130,3 +130,15 @@ def test_demo_cli_defaults_are_the_demo_config_defaults():
     for name, param in inspect.signature(demo).parameters.items():
         if hasattr(defaults, name) and name != "source_model":
             assert param.default.default == getattr(defaults, name), name
+
+
+def test_demo_warmup_trees_are_shallower_than_its_sampling_trees():
+    """The demo's warm-up trees (depth 4) reach NUTS; depths outside 1..15 are refused."""
+    from lensgen.errors import ConfigError
+    from lensgen.infer.demo import DemoConfig
+    from lensgen.infer.samplers import NutsSettings
+
+    settings = NutsSettings.from_config(DemoConfig().infer_config())
+    assert settings.max_tree_depth == (4, 5)
+    with pytest.raises(ConfigError, match="max_tree_depth_warmup must be in 1..15, got 0"):
+        DemoConfig(max_tree_depth_warmup=0)
