@@ -30,7 +30,7 @@ import time
 
 import jax
 import numpy as np
-from bench_nuts_chains import seed_case_arguments, seed_case_start
+from bench_nuts_chains import seed_case_arguments, seed_case_start, timed_map
 
 from lensgen.infer.samplers import convergence, mass_ess, run_nuts
 
@@ -71,16 +71,12 @@ def demo_runs(runs: list[tuple[int, int]]) -> None:
     """``lensgen demo``'s NUTS, stopping as it does, for each warm-up depth and key."""
     from lensgen.infer.demo import DemoConfig, simulate_seed_case
     from lensgen.infer.problem import build_problem
-    from lensgen.infer.run import find_map
 
     jax.config.update("jax_enable_x64", True)  # as `lensgen demo` runs
     demo = DemoConfig()
     config = dataclasses.replace(demo.infer_config(), method="nuts")
     problem = build_problem(config, simulate_seed_case(demo, 0))
-    t0 = time.perf_counter()
-    start = find_map(jax.random.key(0), problem, config)
-    print(f"MAP: {time.perf_counter() - t0:.1f} s, chi2/N {start.chi2:.3f}")
-    print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    start = timed_map(problem, config)
     print("| warm-up depth | key | NUTS wall s | warm-up | sampling | draws/chain at the stop "
           "| steps/draw | min lens ESS | max R-hat |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")

@@ -56,7 +56,8 @@ class DemoConfig:
     # source's latent directions make NUTS take long trajectories (BENCHMARKS.md).
     max_tree_depth: int = 5
     # The warm-up's draws only adapt the step size and the mass matrix: trees of depth 4
-    # halve its cost, and sampling stopped no later over six keys (BENCHMARKS.md).
+    # cut its cost by a third, and where sampling stops did not change beyond the
+    # key-to-key spread over 12 keys (BENCHMARKS.md).
     max_tree_depth_warmup: int = 4
     svi_steps: int = 1000
     map_steps: int = 600
